@@ -1,0 +1,1 @@
+"""Persistent state: SQLAlchemy models, the engine, migrations and job state transitions."""

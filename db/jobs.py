@@ -1,0 +1,372 @@
+"""Job state transitions. Each is one conditional UPDATE (or a short transaction), so
+concurrent schedulers, workers and CLI calls can race without corrupting a job:
+whoever loses a race sees `False`/`None` and does nothing.
+
+A worker's writes are guarded by its lease token: once a lease is lost (expired and
+taken by another worker), the old runner can no longer change the job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from db.models import Event, Job, JobStatus, Output, StopRequest, utcnow
+
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def add_event(session: Session, job_id: str, type_: str, payload: dict[str, Any]) -> None:
+    session.add(Event(job_id=job_id, type=type_, payload=payload))
+
+
+def create_job(
+    session: Session,
+    *,
+    kind: str,
+    spec: dict[str, Any],
+    queue: str,
+    priority: int = 0,
+    max_attempts: int = 3,
+    depends_on: str | None = None,
+) -> Job:
+    job = Job(
+        id=new_job_id(),
+        kind=kind,
+        spec=spec,
+        queue=queue,
+        status=JobStatus.PENDING,
+        priority=priority,
+        max_attempts=max_attempts,
+        depends_on=depends_on,
+    )
+    session.add(job)
+    session.flush()
+    add_event(session, job.id, "submitted", {"kind": kind, "priority": priority})
+    return job
+
+
+def _set_status(session: Session, job_id: str, where: ColumnElement[bool], **values: Any) -> bool:
+    result = session.execute(
+        update(Job).where(Job.id == job_id, where).values(updated_at=utcnow(), **values)
+    )
+    return result.rowcount == 1
+
+
+# --- the scheduler's transitions -------------------------------------------------------
+
+
+def expire_leases(session: Session, now: datetime) -> list[tuple[str, str]]:
+    """Running jobs whose worker stopped renewing its lease: run again (pending), or
+    end them when they were asked to stop or have used every attempt."""
+    expired = session.scalars(
+        select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+    ).all()
+    changed = []
+    for job in expired:
+        status, error = _after_lost_worker(job)
+        values: dict[str, Any] = {"status": status, "lease_token": None, "lease_expires_at": None}
+        if error:
+            values |= {"error_code": "worker_lost", "error_message": error, "finished_at": now}
+        if status == JobStatus.PAUSED:
+            values["stop_request"] = None
+        owned = Job.lease_token == job.lease_token
+        if _set_status(session, job.id, and_(Job.status == JobStatus.RUNNING, owned), **values):
+            add_event(session, job.id, "lease_expired", {"owner": job.lease_owner, "to": status})
+            changed.append((job.id, str(status)))
+    return changed
+
+
+def _after_lost_worker(job: Job) -> tuple[JobStatus, str | None]:
+    if job.stop_request == StopRequest.CANCEL:
+        return JobStatus.CANCELLED, None
+    if job.stop_request == StopRequest.PAUSE:
+        return JobStatus.PAUSED, None
+    if job.attempts >= job.max_attempts:
+        return JobStatus.FAILED, f"worker lost on each of {job.attempts} attempts"
+    return JobStatus.PENDING, None
+
+
+def cancel_orphans(session: Session) -> list[str]:
+    """Pending jobs whose dependency failed or was cancelled are cancelled, with why."""
+    dep = aliased(Job)
+    rows = session.execute(
+        select(Job.id, dep.id, dep.status)
+        .join(dep, Job.depends_on == dep.id)
+        .where(
+            Job.status.in_([JobStatus.PENDING, JobStatus.PAUSED]),
+            dep.status.in_([JobStatus.FAILED, JobStatus.CANCELLED]),
+        )
+    ).all()
+    cancelled = []
+    for job_id, dep_id, dep_status in rows:
+        reason = f"dependency {dep_id} {dep_status}"
+        if _set_status(
+            session,
+            job_id,
+            Job.status.in_([JobStatus.PENDING, JobStatus.PAUSED]),
+            status=JobStatus.CANCELLED,
+            error_code="dependency_failed",
+            error_message=reason,
+            finished_at=utcnow(),
+        ):
+            add_event(session, job_id, "cancelled", {"reason": reason})
+            cancelled.append(job_id)
+    return cancelled
+
+
+def runnable_jobs(session: Session, now: datetime, limit: int) -> Sequence[Job]:
+    """Pending jobs that may start now, best first: priority, then age."""
+    dep = aliased(Job)
+    return session.scalars(
+        select(Job)
+        .outerjoin(dep, Job.depends_on == dep.id)
+        .where(
+            Job.status == JobStatus.PENDING,
+            or_(Job.run_after.is_(None), Job.run_after <= now),
+            or_(Job.depends_on.is_(None), dep.status == JobStatus.SUCCEEDED),
+        )
+        .order_by(Job.priority.desc(), Job.created_at, Job.id)
+        .limit(limit)
+    ).all()
+
+
+def active_counts(session: Session) -> dict[str, int]:
+    """Queued and running jobs per queue: the worker slots already spoken for."""
+    rows = session.execute(
+        select(Job.queue, func.count()).where(Job.status.in_(ACTIVE)).group_by(Job.queue)
+    ).all()
+    return {queue: count for queue, count in rows}
+
+
+def mark_queued(session: Session, job_id: str) -> bool:
+    return _set_status(
+        session,
+        job_id,
+        Job.status == JobStatus.PENDING,
+        status=JobStatus.QUEUED,
+        queued_at=utcnow(),
+    )
+
+
+def unmark_queued(session: Session, job_id: str) -> bool:
+    """Undo `mark_queued` when the message could not be sent."""
+    return _set_status(session, job_id, Job.status == JobStatus.QUEUED, status=JobStatus.PENDING)
+
+
+def stale_queued(session: Session, older_than: datetime) -> Sequence[Job]:
+    """Queued jobs no worker has taken for a long time: their message may be lost."""
+    return session.scalars(
+        select(Job).where(Job.status == JobStatus.QUEUED, Job.queued_at < older_than)
+    ).all()
+
+
+def touch_queued(session: Session, job_id: str) -> bool:
+    return _set_status(session, job_id, Job.status == JobStatus.QUEUED, queued_at=utcnow())
+
+
+# --- the worker's transitions ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: str
+    kind: str
+    spec: dict[str, Any]
+    token: str
+    attempt: int
+    max_attempts: int
+
+
+def claim(
+    session: Session, job_id: str, owner: str, pid: int, lease_seconds: float
+) -> Claim | None:
+    """Take a queued job (or one whose lease has expired). None when another worker
+    holds a live lease, the job has ended, or it is no longer queued."""
+    now = utcnow()
+    token = uuid.uuid4().hex
+    claimable = or_(
+        Job.status == JobStatus.QUEUED,
+        and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now),
+    )
+    taken = _set_status(
+        session,
+        job_id,
+        and_(claimable, Job.stop_request.is_(None), Job.attempts < Job.max_attempts),
+        status=JobStatus.RUNNING,
+        attempts=Job.attempts + 1,
+        lease_token=token,
+        lease_owner=owner,
+        worker_pid=pid,
+        lease_expires_at=now + timedelta(seconds=lease_seconds),
+        started_at=func.coalesce(Job.started_at, now),
+        error_code=None,
+        error_message=None,
+    )
+    if not taken:
+        return None
+    job = session.get(Job, job_id, populate_existing=True)
+    assert job is not None
+    add_event(session, job_id, "started", {"owner": owner, "pid": pid, "attempt": job.attempts})
+    return Claim(job_id, job.kind, dict(job.spec), token, job.attempts, job.max_attempts)
+
+
+def _owned(token: str) -> ColumnElement[bool]:
+    return and_(Job.status == JobStatus.RUNNING, Job.lease_token == token)
+
+
+def renew_lease(
+    session: Session, job_id: str, token: str, lease_seconds: float
+) -> tuple[bool, str | None]:
+    """Extend the lease; returns (still ours, pending stop request)."""
+    expires = utcnow() + timedelta(seconds=lease_seconds)
+    if not _set_status(session, job_id, _owned(token), lease_expires_at=expires):
+        return False, None
+    return True, session.scalar(select(Job.stop_request).where(Job.id == job_id))
+
+
+def record_progress(session: Session, job_id: str, token: str, **values: Any) -> bool:
+    return _set_status(session, job_id, _owned(token), **values)
+
+
+def record_resume(session: Session, job_id: str, token: str, step: int) -> bool:
+    if not _set_status(session, job_id, _owned(token), resumed_from_step=step):
+        return False
+    add_event(session, job_id, "resumed", {"step": step})
+    return True
+
+
+def record_output(session: Session, job_id: str, token: str, output: Output) -> bool:
+    """Record an output once: a second save of the same role and name replaces the first."""
+    if not _set_status(session, job_id, _owned(token)):
+        return False
+    session.execute(
+        delete(Output).where(
+            Output.job_id == job_id, Output.role == output.role, Output.name == output.name
+        )
+    )
+    session.add(output)
+    return True
+
+
+def finish(
+    session: Session,
+    job_id: str,
+    token: str,
+    status: JobStatus,
+    *,
+    error_code: str | None = None,
+    error_message: str | None = None,
+) -> bool:
+    values: dict[str, Any] = {
+        "status": status,
+        "lease_token": None,
+        "lease_expires_at": None,
+        "stop_request": None,
+        "finished_at": utcnow(),
+        "error_code": error_code,
+        "error_message": error_message,
+    }
+    if status == JobStatus.SUCCEEDED:
+        values["progress"] = 1.0
+    if not _set_status(session, job_id, _owned(token), **values):
+        return False
+    add_event(session, job_id, str(status), {"error_code": error_code, "error": error_message})
+    return True
+
+
+def retry_later(
+    session: Session, job_id: str, token: str, delay: timedelta, error_code: str, message: str
+) -> bool:
+    """Hand a failed attempt back to the scheduler, to start again after `delay`."""
+    if not _set_status(
+        session,
+        job_id,
+        _owned(token),
+        status=JobStatus.PENDING,
+        lease_token=None,
+        lease_expires_at=None,
+        run_after=utcnow() + delay,
+        error_code=error_code,
+        error_message=message,
+    ):
+        return False
+    add_event(session, job_id, "retry", {"error_code": error_code, "error": message})
+    return True
+
+
+def release(session: Session, job_id: str, token: str, stop: StopRequest) -> bool:
+    """A cooperative stop with a checkpoint written. Paused jobs wait for `resume`;
+    a worker shutdown makes the job pending again. Neither counts as a failed attempt."""
+    status = JobStatus.PAUSED if stop == StopRequest.PAUSE else JobStatus.PENDING
+    if not _set_status(
+        session,
+        job_id,
+        _owned(token),
+        status=status,
+        attempts=Job.attempts - 1,
+        lease_token=None,
+        lease_expires_at=None,
+        stop_request=None,
+    ):
+        return False
+    add_event(session, job_id, "released", {"reason": str(stop), "to": str(status)})
+    return True
+
+
+def request_stop_for_owner(session: Session, owner: str, stop: StopRequest) -> list[str]:
+    """Ask every job run by a worker (named `owner`) to stop, e.g. when it shuts down."""
+    ids = session.scalars(
+        select(Job.id).where(
+            Job.status == JobStatus.RUNNING,
+            Job.lease_owner == owner,
+            Job.stop_request.is_(None),
+        )
+    ).all()
+    for job_id in ids:
+        _set_status(session, job_id, Job.stop_request.is_(None), stop_request=stop)
+    return list(ids)
+
+
+# --- the user's transitions ------------------------------------------------------------
+
+
+def cancel(session: Session, job_id: str) -> str | None:
+    """Cancel at once if not running; ask a running job to stop. Returns the outcome."""
+    waiting = Job.status.in_([JobStatus.PENDING, JobStatus.QUEUED, JobStatus.PAUSED])
+    if _set_status(session, job_id, waiting, status=JobStatus.CANCELLED, finished_at=utcnow()):
+        add_event(session, job_id, "cancelled", {"reason": "requested"})
+        return "cancelled"
+    if _set_status(session, job_id, Job.status == JobStatus.RUNNING, stop_request="cancel"):
+        return "stopping"
+    return None
+
+
+def pause(session: Session, job_id: str) -> str | None:
+    waiting = Job.status.in_([JobStatus.PENDING, JobStatus.QUEUED])
+    if _set_status(session, job_id, waiting, status=JobStatus.PAUSED):
+        add_event(session, job_id, "paused", {})
+        return "paused"
+    running = and_(Job.status == JobStatus.RUNNING, Job.stop_request.is_(None))
+    if _set_status(session, job_id, running, stop_request="pause"):
+        return "pausing"
+    return None
+
+
+def resume(session: Session, job_id: str) -> bool:
+    if not _set_status(
+        session, job_id, Job.status == JobStatus.PAUSED, status=JobStatus.PENDING, run_after=None
+    ):
+        return False
+    add_event(session, job_id, "resume_requested", {})
+    return True

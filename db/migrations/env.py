@@ -1,0 +1,14 @@
+"""Alembic environment: runs migrations on the URL set by db.migrate."""
+
+from alembic import context
+
+from db.engine import make_engine
+from db.models import Base
+
+config = context.config
+engine = make_engine(config.get_main_option("sqlalchemy.url"))
+with engine.connect() as connection:
+    context.configure(connection=connection, target_metadata=Base.metadata)
+    with context.begin_transaction():
+        context.run_migrations()
+engine.dispose()

@@ -1,0 +1,125 @@
+"""The tables: jobs (the source of truth for every job), their outputs and their events."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "pending"  # accepted; waits for its turn, a dependency, capacity or a retry delay
+    QUEUED = "queued"  # a "run job X" message is in Redis for a free worker
+    RUNNING = "running"  # a worker holds the lease
+    PAUSED = "paused"  # stopped on request with a checkpoint; `resume` makes it pending
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class StopRequest(enum.StrEnum):
+    CANCEL = "cancel"
+    PAUSE = "pause"
+    SHUTDOWN = "shutdown"  # the worker is going away: checkpoint and hand the job back
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps are stored as UTC; SQLite drops the zone, so put it back on the way out."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.astimezone(UTC) if value is not None and value.tzinfo else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    queue: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.PENDING)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    depends_on: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), default=None)
+    run_after: Mapped[datetime | None] = mapped_column(default=None)
+
+    # Progress, as last reported by the running job.
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    step: Mapped[int | None] = mapped_column(Integer, default=None)
+    total_steps: Mapped[int | None] = mapped_column(Integer, default=None)
+    epoch: Mapped[int | None] = mapped_column(Integer, default=None)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    resumed_from_step: Mapped[int | None] = mapped_column(Integer, default=None)
+
+    # The lease: who runs the job and until when it counts as alive.
+    lease_token: Mapped[str | None] = mapped_column(String(32), default=None)
+    lease_owner: Mapped[str | None] = mapped_column(String(255), default=None)
+    worker_pid: Mapped[int | None] = mapped_column(Integer, default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    stop_request: Mapped[str | None] = mapped_column(String(16), default=None)
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    queued_at: Mapped[datetime | None] = mapped_column(default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    error_code: Mapped[str | None] = mapped_column(String(64), default=None)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+
+    __table_args__ = (Index("ix_jobs_status_priority", "status", "priority", "created_at"),)
+
+
+class Output(Base):
+    __tablename__ = "outputs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(Text)
+    step: Mapped[int | None] = mapped_column(Integer, default=None)
+    epoch: Mapped[int | None] = mapped_column(Integer, default=None)
+    sha256: Mapped[str] = mapped_column(String(64))
+    bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ux_outputs_job_role_name", "job_id", "role", "name", unique=True),)
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -1,0 +1,294 @@
+"""The `atelier` command. Submitting and inspecting stay fast: no TensorFlow, no Celery."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_QUEUES = "gpu,cpu"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from scheduler.client import JobNotFound
+    from scheduler.specs import SpecError
+
+    try:
+        return args.handler(args)
+    except (SpecError, JobNotFound, TimeoutError, RuntimeError) as error:
+        print(f"atelier: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="atelier", description="Atelier: a batch job system for generative deep learning."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Any, help_: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_, description=help_)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    submit = command("submit", cmd_submit, "validate a job and queue it; prints its id")
+    submit.add_argument("kind", help="job kind, e.g. dcgan")
+    submit.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a spec field; VALUE is read as JSON when it parses, else a string",
+    )
+    submit.add_argument("--file", type=Path, help="a JSON file with spec fields")
+    submit.add_argument("--priority", type=int, default=0, help="higher runs first")
+    submit.add_argument("--after", metavar="JOB", help="start only after JOB succeeded")
+    submit.add_argument("--queue", help="run on this queue instead of the kind's default")
+    submit.add_argument("--max-attempts", type=int, default=3)
+    submit.add_argument("--json", action="store_true", help='print {"id": ...}')
+
+    status = command("status", cmd_status, "a job's status, progress, worker and outputs")
+    status.add_argument("job")
+    status.add_argument("--json", action="store_true")
+
+    listing = command("list", cmd_list, "recent jobs")
+    listing.add_argument("--status")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+
+    watch = command("watch", cmd_watch, "a live progress bar until the job ends")
+    watch.add_argument("job")
+
+    wait = command("wait", cmd_wait, "wait for a job to end; exit 0 only if it succeeded")
+    wait.add_argument("job")
+    wait.add_argument("--timeout", type=float)
+
+    for name, help_ in (
+        ("cancel", "cancel a job (a running one stops at its next step)"),
+        ("pause", "pause a job (a running one checkpoints and stops)"),
+        ("resume", "let a paused job run again from its checkpoint"),
+    ):
+        change = command(name, cmd_change, help_)
+        change.add_argument("job")
+        change.set_defaults(action=name)
+
+    outputs = command("outputs", cmd_outputs, "a job's recorded outputs")
+    outputs.add_argument("job")
+    outputs.add_argument("--json", action="store_true")
+
+    events = command("events", cmd_events, "a job's history: starts, metrics, resumes, errors")
+    events.add_argument("job")
+
+    up = command("up", cmd_up, "run Redis (embedded), the scheduler and workers here")
+    up.add_argument("--workers", type=int, default=1)
+    up.add_argument("--queues", default=DEFAULT_QUEUES)
+
+    command("scheduler", cmd_scheduler, "run the scheduling loop")
+
+    worker = command("worker", cmd_worker, "run a Celery worker process")
+    worker.add_argument("--name", default="worker")
+    worker.add_argument("--queues", default=DEFAULT_QUEUES)
+    worker.add_argument("--concurrency", type=int, default=1)
+
+    database = command("db", cmd_db, "database schema")
+    database.add_argument("action", choices=["upgrade", "current"])
+    return parser
+
+
+def _client():  # -> scheduler.client.Client
+    from scheduler.client import Client
+
+    return Client()
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from scheduler.specs import SpecError, parse_assignment
+
+    spec: dict[str, Any] = {}
+    if args.file:
+        try:
+            spec = json.loads(args.file.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise SpecError(f"--file {args.file}: {error}") from None
+        if not isinstance(spec, dict):
+            raise SpecError(f"--file {args.file}: expected a JSON object")
+    spec.update(parse_assignment(item) for item in args.set)
+    job_id = _client().submit(
+        args.kind,
+        spec,
+        priority=args.priority,
+        after=args.after,
+        queue=args.queue,
+        max_attempts=args.max_attempts,
+    )
+    print(json.dumps({"id": job_id}) if args.json else job_id)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    view = _client().get(args.job)
+    if args.json:
+        print(json.dumps(view.as_json(), indent=2))
+        return 0
+    lines = [
+        f"job       {view.id}  ({view.kind}, queue {view.queue}, priority {view.priority})",
+        f"status    {view.status}  attempts {view.attempts}/{view.max_attempts}",
+        f"progress  {_progress_text(view)}",
+    ]
+    if view.worker:
+        lines.append(f"worker    {view.worker}  pid {view.worker_pid}")
+    if view.resumed_from_step is not None:
+        lines.append(f"resumed   from step {view.resumed_from_step}")
+    if view.depends_on:
+        lines.append(f"after     {view.depends_on}")
+    if view.error_code:
+        lines.append(f"error     {view.error_code}: {view.error_message}")
+    for output in view.outputs:
+        lines.append(f"output    {_output_text(output)}")
+    print("\n".join(lines))
+    return 0
+
+
+def _progress_text(view: Any) -> str:
+    parts = [f"{view.progress * 100:5.1f}%"]
+    if view.step is not None:
+        parts.append(f"step {view.step}/{view.total_steps}")
+    if view.epoch is not None:
+        parts.append(f"epoch {view.epoch}")
+    parts.extend(f"{k} {v:.4g}" for k, v in view.metrics.items())
+    return "  ".join(parts)
+
+
+def _output_text(output: Any) -> str:
+    where = f"epoch {output.epoch}" if output.epoch is not None else f"step {output.step}"
+    return f"{output.role:<10} {where:<12} {output.path}"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    views = _client().list(status=args.status, limit=args.limit)
+    if args.json:
+        print(json.dumps([v.as_json() for v in views], indent=2))
+        return 0
+    for view in views:
+        created = view.created_at.strftime("%Y-%m-%d %H:%M:%S")
+        print(
+            f"{view.id}  {view.kind:<14} {view.status:<10} {view.progress * 100:5.1f}%  {created}"
+        )
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    client = _client()
+    width = 30
+    while True:
+        view = client.get(args.job)
+        filled = int(view.progress * width)
+        bar = "#" * filled + "-" * (width - filled)
+        sys.stdout.write(f"\r{view.id} [{bar}] {view.status:<9} {_progress_text(view)}\033[K")
+        sys.stdout.flush()
+        if view.final:
+            sys.stdout.write("\n")
+            return 0 if view.status == "succeeded" else 1
+        time.sleep(0.5)
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    view = _client().wait(args.job, timeout=args.timeout)
+    print(f"{view.id} {view.status}" + (f": {view.error_message}" if view.error_message else ""))
+    return 0 if view.status == "succeeded" else 1
+
+
+def cmd_change(args: argparse.Namespace) -> int:
+    client = _client()
+    action = {"cancel": client.cancel, "pause": client.pause, "resume": client.resume}
+    name = args.action
+    outcome = action[name](args.job)
+    if outcome is None:
+        view = client.get(args.job)
+        print(f"atelier: error: cannot {name} job {view.id}: it is {view.status}", file=sys.stderr)
+        return 1
+    print(f"{args.job} {outcome}")
+    return 0
+
+
+def cmd_outputs(args: argparse.Namespace) -> int:
+    view = _client().get(args.job)
+    if args.json:
+        print(json.dumps([o.__dict__ for o in view.outputs], indent=2))
+        return 0
+    for output in view.outputs:
+        print(_output_text(output))
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    for event in _client().events(args.job):
+        print(json.dumps(event))
+    return 0
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from scheduler.settings import load_settings
+    from scheduler.stack import run_stack
+
+    _logging()
+    return run_stack(load_settings(), args.workers, args.queues.split(","))
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from db.engine import session_factory
+    from db.migrate import ensure_current
+    from scheduler.broker import redis_client
+    from scheduler.loop import Scheduler
+    from scheduler.settings import load_settings
+    from worker.celery_app import app
+
+    _logging()
+    settings = load_settings()
+    ensure_current(settings.database_url)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    sessions = session_factory(settings.database_url)
+    Scheduler(settings, sessions, app, redis_client(settings)).run(stop)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from db.migrate import ensure_current
+    from scheduler.settings import load_settings
+    from worker.process import run_worker
+
+    _logging()
+    ensure_current(load_settings().database_url)
+    run_worker(args.name, args.queues.split(","), args.concurrency)
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from db.migrate import current_revision, upgrade
+    from scheduler.settings import load_settings
+
+    url = load_settings().database_url
+    if args.action == "upgrade":
+        upgrade(url)
+    print(f"schema at {current_revision(url)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

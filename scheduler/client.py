@@ -1,0 +1,208 @@
+"""The Python client API: submit jobs and look at them. The CLI is a thin layer on this."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db import jobs
+from db.engine import session_factory
+from db.migrate import ensure_current
+from db.models import Event, Job, JobStatus, Output
+from scheduler.broker import wake_scheduler
+from scheduler.settings import Settings, load_settings
+from scheduler.specs import SpecError, validate_spec
+
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class OutputView:
+    role: str
+    name: str
+    path: str
+    step: int | None
+    epoch: int | None
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: str
+    kind: str
+    status: str
+    queue: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    progress: float
+    step: int | None
+    total_steps: int | None
+    epoch: int | None
+    metrics: dict[str, float]
+    resumed_from_step: int | None
+    worker: str | None
+    worker_pid: int | None
+    depends_on: str | None
+    error_code: str | None
+    error_message: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    spec: dict[str, Any]
+    outputs: list[OutputView]
+
+    @property
+    def final(self) -> bool:
+        return JobStatus(self.status).final
+
+    def as_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k != "outputs"}
+        for key in ("created_at", "started_at", "finished_at"):
+            data[key] = data[key].isoformat() if data[key] else None
+        data["outputs"] = [o.__dict__ for o in self.outputs]
+        return data
+
+
+class Client:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        ensure_current(self.settings.database_url)
+        self.sessions = session_factory(self.settings.database_url)
+
+    def submit(
+        self,
+        kind: str,
+        spec: dict[str, Any] | None = None,
+        *,
+        priority: int = 0,
+        after: str | None = None,
+        queue: str | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> str:
+        normalised, default_queue = validate_spec(kind, spec or {})
+        if max_attempts < 1:
+            raise SpecError(f"max attempts must be at least 1, got {max_attempts}")
+        with self.sessions.begin() as session:
+            depends_on = self._dependency(session, after) if after else None
+            job = jobs.create_job(
+                session,
+                kind=kind,
+                spec=normalised,
+                queue=queue or default_queue,
+                priority=priority,
+                max_attempts=max_attempts,
+                depends_on=depends_on,
+            )
+            job_id = job.id
+        wake_scheduler(self.settings)
+        return job_id
+
+    def _dependency(self, session: Session, after: str) -> str:
+        dependency = session.get(Job, self._resolve(session, after))
+        assert dependency is not None
+        if dependency.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise SpecError(f"--after {dependency.id}: that job already {dependency.status}")
+        return dependency.id
+
+    def _resolve(self, session: Session, job_id: str) -> str:
+        """A job id, or a unique prefix of one (at least 4 characters)."""
+        if session.get(Job, job_id) is not None:
+            return job_id
+        if len(job_id) >= 4:
+            matches = session.scalars(
+                select(Job.id).where(Job.id.startswith(job_id, autoescape=True)).limit(2)
+            ).all()
+            if len(matches) == 1:
+                return matches[0]
+        raise JobNotFound(f"no job {job_id!r}")
+
+    def get(self, job_id: str) -> JobView:
+        with self.sessions() as session:
+            job = session.get(Job, self._resolve(session, job_id))
+            assert job is not None
+            outputs = session.scalars(
+                select(Output).where(Output.job_id == job.id).order_by(Output.id)
+            ).all()
+            return _view(job, list(outputs))
+
+    def list(self, *, status: str | None = None, limit: int = 50) -> list[JobView]:
+        with self.sessions() as session:
+            query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
+            if status:
+                query = query.where(Job.status == status)
+            return [_view(job, []) for job in session.scalars(query).all()]
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            resolved = self._resolve(session, job_id)
+            rows = session.scalars(
+                select(Event).where(Event.job_id == resolved).order_by(Event.id)
+            ).all()
+            return [{"at": e.at.isoformat(), "type": e.type, **e.payload} for e in rows]
+
+    def cancel(self, job_id: str) -> str | None:
+        return self._change(job_id, jobs.cancel)
+
+    def pause(self, job_id: str) -> str | None:
+        return self._change(job_id, jobs.pause)
+
+    def resume(self, job_id: str) -> str | None:
+        return self._change(job_id, lambda s, i: "pending" if jobs.resume(s, i) else None)
+
+    def _change(self, job_id: str, change: Any) -> str | None:
+        with self.sessions.begin() as session:
+            outcome = change(session, self._resolve(session, job_id))
+        wake_scheduler(self.settings)
+        return outcome
+
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> JobView:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            view = self.get(job_id)
+            if view.final:
+                return view
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {view.id} still {view.status} after {timeout:g} s")
+            time.sleep(poll)
+
+
+def _view(job: Job, outputs: list[Output]) -> JobView:
+    running = job.status == JobStatus.RUNNING
+    return JobView(
+        id=job.id,
+        kind=job.kind,
+        status=job.status,
+        queue=job.queue,
+        priority=job.priority,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        progress=job.progress,
+        step=job.step,
+        total_steps=job.total_steps,
+        epoch=job.epoch,
+        metrics=dict(job.metrics or {}),
+        resumed_from_step=job.resumed_from_step,
+        worker=job.lease_owner if running else None,
+        worker_pid=job.worker_pid if running else None,
+        depends_on=job.depends_on,
+        error_code=job.error_code,
+        error_message=job.error_message,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        spec=dict(job.spec),
+        outputs=[
+            OutputView(o.role, o.name, o.path, o.step, o.epoch, o.sha256, o.bytes) for o in outputs
+        ],
+    )

@@ -1,0 +1,123 @@
+"""The scheduling loop: the database decides what runs next; Redis only gets jobs that
+a free worker slot will start at once.
+
+Each tick: expire dead workers' leases, cancel jobs whose dependency failed, resend
+queued jobs whose message seems lost, then fill free worker slots with the best pending
+jobs (priority, then age). A tick runs every `POLL_SECONDS`, or at once when woken.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import redis
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import jobs
+from db.models import Job, utcnow
+from scheduler.broker import WAKE_KEY
+from scheduler.capacity import free_slots, live_workers
+from scheduler.settings import Settings
+
+log = logging.getLogger("atelier.scheduler")
+
+POLL_SECONDS = 1.0
+MIN_STALE_QUEUED_SECONDS = 30.0
+
+
+@dataclass
+class TickReport:
+    expired: list[tuple[str, str]] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+    enqueued: list[str] = field(default_factory=list)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        app: Celery,
+        client: redis.Redis,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.app = app
+        self.redis = client
+
+    def tick(self) -> TickReport:
+        report = TickReport()
+        with self.sessions.begin() as session:
+            report.expired = jobs.expire_leases(session, utcnow())
+        with self.sessions.begin() as session:
+            report.cancelled = jobs.cancel_orphans(session)
+        report.resent = self._resend_stale()
+        report.enqueued = self._fill_free_slots()
+        return report
+
+    def _resend_stale(self) -> list[str]:
+        stale_after = max(MIN_STALE_QUEUED_SECONDS, 2 * self.settings.lease_seconds)
+        with self.sessions() as session:
+            stale = jobs.stale_queued(session, utcnow() - timedelta(seconds=stale_after))
+        resent = []
+        for job in stale:
+            with self.sessions.begin() as session:
+                if not jobs.touch_queued(session, job.id):
+                    continue
+            self._send(job)
+            resent.append(job.id)
+        return resent
+
+    def _fill_free_slots(self) -> list[str]:
+        workers = live_workers(self.redis)
+        if not workers:
+            return []
+        with self.sessions() as session:
+            total, per_queue = free_slots(workers, jobs.active_counts(session))
+            if total <= 0:
+                return []
+            candidates = jobs.runnable_jobs(session, utcnow(), limit=total + 100)
+        enqueued = []
+        for job in candidates:
+            if total <= 0:
+                break
+            if per_queue.get(job.queue, 0) <= 0:
+                continue
+            if self._enqueue(job):
+                enqueued.append(job.id)
+                total -= 1
+                per_queue[job.queue] -= 1
+        return enqueued
+
+    def _enqueue(self, job: Job) -> bool:
+        with self.sessions.begin() as session:
+            if not jobs.mark_queued(session, job.id):
+                return False
+        try:
+            self._send(job)
+        except Exception:
+            log.exception("could not send job %s to the broker; it stays pending", job.id)
+            with self.sessions.begin() as session:
+                jobs.unmark_queued(session, job.id)
+            return False
+        return True
+
+    def _send(self, job: Job) -> None:
+        self.app.send_task(f"atelier.{job.kind}", args=[job.id], queue=job.queue)
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("scheduler running against %s", self.settings.database_url.split("@")[-1])
+        while not stop.is_set():
+            try:
+                report = self.tick()
+                if report.enqueued or report.expired or report.cancelled or report.resent:
+                    log.info("tick: %s", report)
+                self.redis.blpop([WAKE_KEY], timeout=POLL_SECONDS)
+            except (redis.RedisError, OSError) as error:
+                log.warning("broker unavailable (%s); retrying", error)
+                stop.wait(POLL_SECONDS)

@@ -1,0 +1,53 @@
+"""Spec validation at submit: the kind's typed spec, reported as one clear line."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+
+from worker.jobs import load_kind
+
+
+class SpecError(ValueError):
+    """A spec that cannot run; the message is one line naming what is wrong."""
+
+
+def validate_spec(kind: str, values: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The normalised spec (defaults filled in) and the kind's default queue."""
+    try:
+        module = load_kind(kind)
+    except ValueError as error:
+        raise SpecError(str(error)) from None
+    try:
+        spec = module.Spec.model_validate_json(json.dumps(values))
+    except ValidationError as error:
+        raise SpecError(f"{kind}: {describe(error)}") from None
+    return spec.model_dump(mode="json"), module.DEFAULT_QUEUE
+
+
+def describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors(include_url=False):
+        field = ".".join(str(part) for part in item["loc"]) or "spec"
+        if item["type"] == "extra_forbidden":
+            problems.append(f"unknown field {field!r}")
+            continue
+        message = item["msg"].removeprefix("Value error, ")
+        got = json.dumps(item.get("input"), default=str)
+        got = got if len(got) <= 60 else got[:57] + "..."
+        problems.append(f"field {field!r}: {message} (got {got})")
+    return "; ".join(problems)
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """`key=value`; the value is JSON when it parses as JSON, else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise SpecError(f"--set expects key=value, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value

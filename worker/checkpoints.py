@@ -1,0 +1,73 @@
+"""Checkpoint files: one .npz holding arrays and JSON metadata, written atomically.
+
+The previous checkpoint is kept beside the latest; if the latest cannot be read (a torn
+disk write, a truncated copy), loading falls back to the previous one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from worker.files import fsync_dir, fsync_file
+from worker.jobs.context import Checkpoint
+
+log = logging.getLogger("atelier.checkpoints")
+
+META_KEY = "__atelier_meta__"
+LATEST = "latest.npz"
+PREVIOUS = "previous.npz"
+
+
+class CheckpointStore:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @property
+    def latest(self) -> Path:
+        return self.folder / LATEST
+
+    def save(self, checkpoint: Checkpoint) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        temporary = self.folder / f".{LATEST}.{os.getpid()}.tmp"
+        meta = {"step": checkpoint.step, "meta": dict(checkpoint.meta)}
+        arrays = {name: np.asarray(value) for name, value in checkpoint.arrays.items()}
+        if META_KEY in arrays:
+            raise ValueError(f"checkpoint array name {META_KEY!r} is reserved")
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays, **{META_KEY: np.frombuffer(_json(meta), dtype=np.uint8)})
+        fsync_file(temporary)
+        if self.latest.exists():
+            os.replace(self.latest, self.folder / PREVIOUS)
+        os.replace(temporary, self.latest)
+        fsync_dir(self.folder)
+        return self.latest
+
+    def load(self) -> Checkpoint | None:
+        """The newest readable checkpoint, or None when there is none."""
+        for name in (LATEST, PREVIOUS):
+            path = self.folder / name
+            if not path.exists():
+                continue
+            try:
+                return _read(path)
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
+                log.warning("checkpoint %s unreadable (%s); trying the previous one", path, error)
+        return None
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True).encode()
+
+
+def _read(path: Path) -> Checkpoint:
+    with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as archive:
+        meta = json.loads(archive[META_KEY].tobytes())
+        arrays = {name: archive[name] for name in archive.files if name != META_KEY}
+    return Checkpoint(step=int(meta["step"]), arrays=arrays, meta=meta["meta"])

@@ -1,0 +1,98 @@
+"""What a job kind may use while it runs: the contract between kinds and the runtime.
+
+A job kind is a module with `Spec` (a pydantic model), `DEFAULT_QUEUE` and
+`run(spec, ctx)`. It never imports Celery, Redis or SQLAlchemy; everything it needs
+from the platform comes through the `JobContext` below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobSpec(BaseModel):
+    """Base of every kind's spec: unknown fields are errors, values are checked strictly."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class CheckpointedSpec(JobSpec):
+    """Fields every resumable kind shares."""
+
+    seed: int = Field(0, ge=0, description="seed for weights, noise and data order")
+    deterministic: bool = Field(False, description="bit-identical results across resumes")
+    checkpoint_every: int = Field(200, gt=0, description="steps between checkpoints")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Everything needed to resume: arrays (weights, optimizer slots) and JSON metadata."""
+
+    step: int
+    arrays: Mapping[str, np.ndarray]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+class JobError(Exception):
+    """A failure the kind understands: a stable code, a one-line message, retry or not."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+
+class ModelCache(Protocol):
+    def get_or_build(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+        """The object cached under `key` in this worker process, built on first use."""
+
+
+class JobContext(Protocol):
+    job_id: str
+    attempt: int
+    cache: ModelCache
+
+    def restore(self) -> Checkpoint | None:
+        """The latest readable checkpoint of this job, or None on a fresh start."""
+
+    def boundary(self, step: int, snapshot: Callable[[], Checkpoint]) -> None:
+        """Call after each finished step. Saves `snapshot()` every `checkpoint_every`
+        steps and whenever a stop (cancel, pause, shutdown) is requested; on a stop it
+        then raises, so the kind's loop simply ends there."""
+
+    def should_stop(self) -> bool:
+        """True once a stop is requested (for loops without a natural step boundary)."""
+
+    def progress(
+        self,
+        step: int,
+        total: int,
+        *,
+        epoch: int | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> None:
+        """Report progress; cheap to call every step (writes are throttled)."""
+
+    def metrics(self, values: Mapping[str, float], *, step: int, epoch: int | None = None) -> None:
+        """Record a metrics event (e.g. at the end of each epoch)."""
+
+    def save_output(
+        self,
+        role: str,
+        name: str,
+        write: Callable[[Path], None],
+        *,
+        step: int | None = None,
+        epoch: int | None = None,
+    ) -> Path:
+        """Have `write(path)` write a file, then publish it atomically under this job's
+        output folder and record it (once: saving the same role and name again replaces
+        the file and its record). `role` is e.g. sample, image, model; `name` a plain
+        file name."""

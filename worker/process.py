@@ -1,0 +1,82 @@
+"""A worker process: a Celery worker that announces its slots to the scheduler and,
+when told to shut down, asks its running jobs to checkpoint and hand themselves back."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutting_down
+
+from db import jobs
+from db.engine import session_factory
+from db.models import StopRequest
+from scheduler.broker import redis_client, wake_scheduler
+from scheduler.capacity import PRESENCE_REFRESH_SECONDS, WorkerSlots, announce, withdraw
+from scheduler.settings import load_settings
+from worker.celery_app import app
+
+log = logging.getLogger("atelier.worker")
+
+
+class Presence(threading.Thread):
+    def __init__(self, slots: WorkerSlots) -> None:
+        super().__init__(name="atelier-presence", daemon=True)
+        self.slots = slots
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        settings = load_settings()
+        first = True
+        while not self.done.is_set():
+            try:
+                client = redis_client(settings)
+                announce(client, self.slots)
+                client.close()
+            except Exception as error:
+                log.warning("could not announce worker %s: %s", self.slots.name, error)
+            if first:
+                wake_scheduler(settings)  # new slots: fill them now, not at the next poll
+                first = False
+            self.done.wait(PRESENCE_REFRESH_SECONDS)
+
+    def stop(self) -> None:
+        self.done.set()
+        try:
+            withdraw(redis_client(load_settings()), self.slots.name)
+        except Exception as error:
+            log.warning("could not withdraw worker %s: %s", self.slots.name, error)
+
+
+def run_worker(name: str, queues: list[str], concurrency: int = 1, loglevel: str = "INFO") -> None:
+    nodename = name if "@" in name else f"{name}@{socket.gethostname()}"
+    presence = Presence(WorkerSlots(nodename, tuple(queues), concurrency))
+
+    @worker_ready.connect(weak=False)
+    def _ready(**_: Any) -> None:
+        presence.start()
+
+    @worker_shutting_down.connect(weak=False)
+    def _shutting_down(**_: Any) -> None:
+        presence.stop()
+        settings = load_settings()
+        with session_factory(settings.database_url).begin() as session:
+            stopped = jobs.request_stop_for_owner(session, nodename, StopRequest.SHUTDOWN)
+        if stopped:
+            log.info("asked jobs %s to checkpoint before shutdown", ", ".join(stopped))
+
+    app.worker_main(
+        [
+            "worker",
+            f"--hostname={nodename}",
+            f"--queues={','.join(queues)}",
+            f"--concurrency={concurrency}",
+            "--pool=prefork",
+            f"--loglevel={loglevel}",
+            "--task-events",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )

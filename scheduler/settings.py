@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ class Settings:
 
     @property
     def embedded_broker(self) -> bool:
-        return "ATELIER_BROKER_URL" not in os.environ
+        return self.broker_url == f"redis+socket://{embedded_socket(self.home)}"
 
     @property
     def redis_socket(self) -> Path:
@@ -46,8 +47,8 @@ class Settings:
         return self.home / "inputs"
 
 
-def load_settings() -> Settings:
-    env = os.environ
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
     home = Path(env.get("ATELIER_HOME", ".atelier")).resolve()
     return Settings(
         home=home,

@@ -9,7 +9,6 @@ scheduler and N worker processes. Ctrl-C or SIGTERM stops them in order: workers
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -96,8 +95,6 @@ def run_stack(settings: Settings, workers: int, queues: list[str]) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
 
     redis_process = start_embedded_redis(settings) if settings.embedded_broker else None
-    if redis_process is not None:
-        os.environ["ATELIER_BROKER_URL"] = settings.broker_url
     scheduler = _spawn(["scheduler"])
     pool = [
         _spawn(["worker", "--name", f"w{i}", "--queues", ",".join(queues)]) for i in range(workers)

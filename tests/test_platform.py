@@ -1,0 +1,203 @@
+"""The platform end to end, on both backends, with the fast `counter` test kind:
+real `atelier up` processes, real Celery workers, real Redis and database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+from scheduler.client import JobView
+from tests.conftest import Stack
+from worker.celery_app import make_app
+
+
+def summary(view: JobView) -> dict:
+    [result] = [o for o in view.outputs if o.role == "result"]
+    return json.loads(Path(result.path).read_text())
+
+
+def wait_running(stack: Stack, job_id: str, min_step: int = 1) -> JobView:
+    def running() -> bool:
+        view = stack.client.get(job_id)
+        return view.status == "running" and (view.step or 0) >= min_step
+
+    stack.wait_for(running, timeout=60, what=f"job {job_id} to reach step {min_step}")
+    return stack.client.get(job_id)
+
+
+def started_events(stack: Stack, job_id: str) -> list[dict]:
+    return [e for e in stack.client.events(job_id) if e["type"] == "started"]
+
+
+def test_job_runs_to_success_with_its_outputs(stack: Stack) -> None:
+    job_id = stack.submit("counter", steps=12, step_seconds=0.01)
+    view = stack.wait(job_id)
+    assert view.status == "succeeded", view.error_message
+    assert (view.attempts, view.progress, view.step) == (1, 1.0, 12)
+    assert summary(view) == {"total": 78.0, "started_from": 0, "attempt": 1}
+    roles = sorted(o.role for o in view.outputs)
+    assert roles == ["checkpoint", "result"]
+    result = next(o for o in view.outputs if o.role == "result")
+    assert result.path.startswith(str(stack.settings.outputs_dir / job_id))
+    assert result.bytes == Path(result.path).stat().st_size
+
+
+def test_failed_attempt_is_retried_from_its_checkpoint(stack: Stack) -> None:
+    job_id = stack.submit("counter", steps=20, step_seconds=0.01, fail_on_attempts=[1])
+    view = stack.wait(job_id)
+    assert view.status == "succeeded"
+    assert view.attempts == 2
+    # The first attempt failed during step 10, before its checkpoint: step 5 is the latest.
+    assert summary(view)["started_from"] == 5
+    assert view.resumed_from_step == 5
+    assert summary(view)["total"] == 210.0
+    types = [e["type"] for e in stack.client.events(job_id)]
+    assert types.count("retry") == 1 and types.count("started") == 2
+
+
+def test_attempts_are_bounded(stack: Stack) -> None:
+    job_id = stack.client.submit(
+        "counter", {"steps": 4, "step_seconds": 0, "fail_on_attempts": [1, 2]}, max_attempts=2
+    )
+    view = stack.wait(job_id)
+    assert (view.status, view.attempts, view.error_code) == ("failed", 2, "error")
+    assert "planned failure" in view.error_message
+
+
+def test_nan_loss_fails_without_retries_and_worker_goes_on(stack: Stack) -> None:
+    job_id = stack.submit("counter", steps=6, step_seconds=0, nan_at_step=3)
+    view = stack.wait(job_id)
+    assert (view.status, view.attempts, view.error_code) == ("failed", 1, "nan_loss")
+    assert view.error_message == "loss became NaN at step 3"
+    follow_up = stack.wait(stack.submit("counter", steps=2, step_seconds=0))
+    assert follow_up.status == "succeeded"
+
+
+def test_cancel_a_running_job(stack: Stack) -> None:
+    job_id = stack.submit("counter", steps=400, step_seconds=0.05)
+    wait_running(stack, job_id, min_step=2)
+    assert stack.client.cancel(job_id) == "stopping"
+    view = stack.wait(job_id, timeout=30)
+    assert view.status == "cancelled"
+    assert view.step < 400
+    assert not [o for o in view.outputs if o.role == "result"]
+
+
+def test_pause_checkpoints_and_resume_continues(stack: Stack) -> None:
+    job_id = stack.submit("counter", steps=60, step_seconds=0.05, checkpoint_every=1000)
+    wait_running(stack, job_id, min_step=3)
+    assert stack.client.pause(job_id) == "pausing"
+    stack.wait_for(
+        lambda: stack.client.get(job_id).status == "paused", timeout=30, what="pause"
+    )
+    paused = stack.client.get(job_id)
+    checkpoint = next(o for o in paused.outputs if o.role == "checkpoint")
+    assert 3 <= checkpoint.step < 60  # written on the pause request, not on the interval
+    assert stack.client.resume(job_id) == "pending"
+    view = stack.wait(job_id)
+    assert view.status == "succeeded"
+    assert summary(view)["started_from"] == checkpoint.step
+    assert summary(view)["total"] == sum(range(61))
+    assert view.attempts == 1  # a pause is not a failed attempt
+
+
+def test_after_waits_for_success_and_cancels_on_failure(stack: Stack) -> None:
+    first = stack.submit("counter", steps=10, step_seconds=0.05)
+    second = stack.client.submit("counter", {"steps": 2, "step_seconds": 0}, after=first)
+    failing = stack.submit("counter", steps=4, step_seconds=0, nan_at_step=2)
+    orphan = stack.client.submit("counter", {"steps": 2}, after=failing)
+
+    a, b = stack.wait(first), stack.wait(second)
+    assert (a.status, b.status) == ("succeeded", "succeeded")
+    assert b.started_at >= a.finished_at
+    c = stack.wait(orphan)
+    assert c.status == "cancelled"
+    assert c.error_message == f"dependency {failing} failed"
+    assert c.started_at is None
+
+
+def test_after_a_failed_job_is_refused_at_submit(stack: Stack) -> None:
+    failing = stack.submit("counter", steps=2, step_seconds=0, nan_at_step=1)
+    stack.wait(failing)
+    result = stack.cli("submit", "counter", "--after", failing)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"atelier: error: --after {failing}: that job already failed"
+
+
+def test_same_job_delivered_twice_runs_once(stack: Stack) -> None:
+    job_id = stack.submit("counter", steps=40, step_seconds=0.05)
+    wait_running(stack, job_id)
+    app = make_app(stack.settings)
+    app.send_task("atelier.counter", args=[job_id], queue="gpu")  # while it runs
+    view = stack.wait(job_id)
+    app.send_task("atelier.counter", args=[job_id], queue="gpu")  # after it ended
+    stack.wait(stack.submit("counter", steps=1, step_seconds=0))  # both deliveries drained
+    stack.wait(stack.submit("counter", steps=1, step_seconds=0))
+    assert view.status == "succeeded"
+    assert len(started_events(stack, job_id)) == 1
+    assert stack.client.get(job_id).attempts == 1
+
+
+def test_killed_worker_process_job_resumes_elsewhere(stack: Stack) -> None:
+    job_id = stack.submit("counter", steps=80, step_seconds=0.05, checkpoint_every=5)
+    running = wait_running(stack, job_id, min_step=12)
+    os.kill(running.worker_pid, signal.SIGKILL)
+    view = stack.wait(job_id, timeout=90)
+    assert view.status == "succeeded"
+    assert view.attempts == 2
+    resumed = summary(view)["started_from"]
+    assert resumed >= 10 and resumed % 5 == 0
+    assert view.resumed_from_step == resumed
+    assert summary(view)["total"] == sum(range(81))
+    assert len([o for o in view.outputs if o.role == "result"]) == 1
+    assert started_events(stack, job_id)[1]["pid"] != running.worker_pid
+
+
+def test_priority_decides_order_and_capacity_bounds_the_queue(stack: Stack) -> None:
+    blockers = [stack.submit("counter", steps=400, step_seconds=0.05) for _ in range(2)]
+    for blocker in blockers:
+        wait_running(stack, blocker)
+    quick = {"steps": 1, "step_seconds": 0}
+    low = stack.client.submit("counter", quick, priority=0)
+    high = stack.client.submit("counter", quick, priority=10)
+    # Both worker slots are busy: nothing more may sit in Redis.
+    for _ in range(10):
+        assert stack.client.get(low).status == "pending"
+        assert stack.client.get(high).status == "pending"
+    for blocker in blockers:
+        stack.client.cancel(blocker)
+    low_view, high_view = stack.wait(low), stack.wait(high)
+    assert high_view.started_at <= low_view.started_at
+
+
+def test_bad_input_is_refused_with_one_line_and_nothing_stored(stack: Stack) -> None:
+    before = len(stack.client.list(limit=1000))
+    cases = {
+        ("submit", "nope"): "unknown job kind 'nope'",
+        ("submit", "counter", "--set", "colour=red"): "unknown field 'colour'",
+        ("submit", "counter", "--set", "steps=-3"): "field 'steps': Input should be greater than 0",
+        ("submit", "counter", "--set", "steps=many"): "field 'steps': Input should be a valid integer",
+        ("submit", "counter", "--set", "steps"): "--set expects key=value",
+        ("submit", "counter", "--after", "ffffffffffff"): "no job 'ffffffffffff'",
+    }
+    for args, expected in cases.items():
+        result = stack.cli(*args)
+        assert result.returncode == 2, args
+        assert expected in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert len(stack.client.list(limit=1000)) == before
+
+
+def test_cli_submit_status_wait(stack: Stack) -> None:
+    submitted = stack.cli("submit", "counter", "--set", "steps=3", "--json", check=True)
+    job_id = json.loads(submitted.stdout)["id"]
+    waited = stack.cli("wait", job_id, "--timeout", "60")
+    assert waited.returncode == 0 and waited.stdout.strip() == f"{job_id} succeeded"
+    status = json.loads(stack.cli("status", job_id, "--json", check=True).stdout)
+    assert (status["status"], status["kind"], status["step"]) == ("succeeded", "counter", 3)
+    outputs = stack.cli("outputs", job_id, check=True).stdout
+    assert "summary.json" in outputs
+    failing = stack.submit("counter", steps=2, step_seconds=0, nan_at_step=1)
+    assert stack.cli("wait", failing, "--timeout", "60").returncode == 1

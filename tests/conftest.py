@@ -153,7 +153,9 @@ def make_stack(name: str, home: Path, workers: int = 2) -> tuple[Stack, Callable
 
 
 @pytest.fixture(scope="session", params=["embedded", "services"])
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     """A running two-worker stack per backend, shared by the tests of a session."""
     running, cleanup = make_stack(request.param, tmp_path_factory.mktemp(request.param))
     running.start()

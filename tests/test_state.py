@@ -1,0 +1,170 @@
+"""Job state transitions and checkpoint files, against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import jobs
+from db.engine import session_factory
+from db.migrate import HEAD_REVISION, MIGRATIONS, current_revision, ensure_current, upgrade
+from db.models import Job, JobStatus, StopRequest, utcnow
+from scheduler.capacity import WorkerSlots, free_slots
+from tests.conftest import postgres_database
+from worker.checkpoints import CheckpointStore
+from worker.jobs.context import Checkpoint
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.db'}"
+        ensure_current(url)  # the embedded default migrates itself
+        yield session_factory(url)
+        return
+    url, drop = postgres_database()
+    with pytest.raises(RuntimeError, match="run `atelier db upgrade`"):
+        ensure_current(url)
+    upgrade(url)
+    yield session_factory(url)
+    session_factory(url).kw["bind"].dispose()
+    drop()
+
+
+def new_job(sessions: sessionmaker[Session], **values: object) -> str:
+    with sessions.begin() as session:
+        return jobs.create_job(session, kind="counter", spec={}, queue="gpu", **values).id
+
+
+def status_of(sessions: sessionmaker[Session], job_id: str) -> Job:
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+def test_head_revision_constant_matches_the_migrations() -> None:
+    revisions = [p.name.split("_")[0] for p in (MIGRATIONS / "versions").glob("*.py")]
+    assert max(revisions) == HEAD_REVISION
+
+
+def test_claim_is_exclusive_while_the_lease_lives(sessions: sessionmaker[Session]) -> None:
+    job_id = new_job(sessions)
+    with sessions.begin() as session:
+        assert jobs.claim(session, job_id, "w1@h", 1, 30) is None  # pending, not queued
+        assert jobs.mark_queued(session, job_id)
+        assert not jobs.mark_queued(session, job_id)
+    with sessions.begin() as session:
+        first = jobs.claim(session, job_id, "w1@h", 1, 30)
+    with sessions.begin() as session:
+        assert jobs.claim(session, job_id, "w2@h", 2, 30) is None
+    assert first is not None and first.attempt == 1
+    job = status_of(sessions, job_id)
+    assert (job.status, job.lease_owner, job.worker_pid) == ("running", "w1@h", 1)
+
+
+def test_expired_lease_is_run_again_then_fails_when_attempts_run_out(
+    sessions: sessionmaker[Session],
+) -> None:
+    job_id = new_job(sessions, max_attempts=2)
+    for attempt in (1, 2):
+        with sessions.begin() as session:
+            assert jobs.mark_queued(session, job_id)
+            claim = jobs.claim(session, job_id, "w@h", 7, lease_seconds=-1)  # born expired
+        assert claim is not None and claim.attempt == attempt
+        with sessions.begin() as session:
+            assert not jobs.renew_lease(session, job_id, "not-the-token", 30)[0]
+            changed = jobs.expire_leases(session, utcnow())
+        expected = "pending" if attempt == 1 else "failed"
+        assert changed == [(job_id, expected)]
+    job = status_of(sessions, job_id)
+    assert (job.status, job.error_code, job.attempts) == ("failed", "worker_lost", 2)
+    assert job.error_message == "worker lost on each of 2 attempts"
+
+
+def test_lost_lease_blocks_every_write_of_the_old_runner(sessions: sessionmaker[Session]) -> None:
+    job_id = new_job(sessions)
+    with sessions.begin() as session:
+        jobs.mark_queued(session, job_id)
+        old = jobs.claim(session, job_id, "w1@h", 1, lease_seconds=-1)
+    with sessions.begin() as session:
+        new = jobs.claim(session, job_id, "w2@h", 2, lease_seconds=30)  # takes over
+    assert old is not None and new is not None and new.attempt == 2
+    with sessions.begin() as session:
+        assert not jobs.record_progress(session, job_id, old.token, step=3)
+        assert not jobs.finish(session, job_id, old.token, JobStatus.SUCCEEDED)
+        assert jobs.renew_lease(session, job_id, new.token, 30) == (True, None)
+    assert status_of(sessions, job_id).lease_owner == "w2@h"
+
+
+def test_runnable_order_dependencies_and_backoff(sessions: sessionmaker[Session]) -> None:
+    low = new_job(sessions, priority=0)
+    high = new_job(sessions, priority=5)
+    blocked = new_job(sessions, priority=9, depends_on=low)
+    with sessions.begin() as session:
+        backing_off = jobs.create_job(session, kind="counter", spec={}, queue="gpu", priority=9)
+        backing_off.run_after = utcnow() + timedelta(hours=1)
+    with sessions() as session:
+        order = [job.id for job in jobs.runnable_jobs(session, utcnow(), limit=10)]
+    assert order == [high, low]
+    with sessions.begin() as session:
+        assert jobs.cancel(session, low) == "cancelled"
+    with sessions.begin() as session:
+        assert jobs.cancel_orphans(session) == [blocked]
+    job = status_of(sessions, blocked)
+    assert (job.status, job.error_message) == ("cancelled", f"dependency {low} cancelled")
+
+
+def test_release_on_pause_and_shutdown(sessions: sessionmaker[Session]) -> None:
+    job_id = new_job(sessions)
+    with sessions.begin() as session:
+        jobs.mark_queued(session, job_id)
+        claim = jobs.claim(session, job_id, "w@h", 1, 30)
+        assert claim is not None
+        assert jobs.pause(session, job_id) == "pausing"
+        assert jobs.renew_lease(session, job_id, claim.token, 30) == (True, "pause")
+        assert jobs.release(session, job_id, claim.token, StopRequest.PAUSE)
+    job = status_of(sessions, job_id)
+    assert (job.status, job.attempts, job.stop_request) == ("paused", 0, None)
+    with sessions.begin() as session:
+        assert jobs.resume(session, job_id)
+        jobs.mark_queued(session, job_id)
+        claim = jobs.claim(session, job_id, "w@h", 1, 30)
+        assert claim is not None
+        assert jobs.request_stop_for_owner(session, "w@h", StopRequest.SHUTDOWN) == [job_id]
+        assert jobs.release(session, job_id, claim.token, StopRequest.SHUTDOWN)
+    assert status_of(sessions, job_id).status == "pending"
+
+
+def test_free_slots_never_overbook() -> None:
+    workers = [WorkerSlots("a", ("gpu",), 2), WorkerSlots("b", ("gpu", "cpu"), 1)]
+    assert free_slots(workers, {}) == (3, {"gpu": 3, "cpu": 1})
+    assert free_slots(workers, {"gpu": 2, "cpu": 1}) == (0, {"gpu": 1, "cpu": 0})
+
+
+def test_checkpoint_falls_back_to_previous_when_latest_is_corrupt(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    assert store.load() is None
+    store.save(Checkpoint(step=5, arrays={"w": np.arange(3.0)}, meta={"epoch": 1}))
+    store.save(Checkpoint(step=10, arrays={"w": np.arange(3.0) * 2}, meta={"epoch": 2}))
+    loaded = store.load()
+    assert loaded is not None and loaded.step == 10 and loaded.meta == {"epoch": 2}
+    np.testing.assert_array_equal(loaded.arrays["w"], [0.0, 2.0, 4.0])
+    data = store.latest.read_bytes()
+    store.latest.write_bytes(data[: len(data) // 2])  # a torn write
+    fallback = store.load()
+    assert fallback is not None and fallback.step == 5
+    np.testing.assert_array_equal(fallback.arrays["w"], [0.0, 1.0, 2.0])
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_migrations_reach_head_on_a_new_sqlite_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    assert current_revision(url) is None
+    ensure_current(url)
+    assert current_revision(url) == HEAD_REVISION

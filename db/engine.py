@@ -14,13 +14,13 @@ from sqlalchemy.orm import Session, sessionmaker
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, read_only: bool = False) -> Engine:
     if url.startswith("sqlite"):
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, read_only)
     return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_engine(url: str, read_only: bool = False) -> Engine:
     database = url.split("///", 1)[-1]
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -39,22 +39,29 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # Take the write lock up front: a deferred transaction that later writes can fail
-        # at once with "database is locked" instead of waiting for the busy timeout.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front: a deferred transaction that later writes
+        # can fail at once with "database is locked" instead of waiting for the busy
+        # timeout. Readers never block writers (WAL), so they begin deferred.
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
 
 @cache
-def _engine_for(url: str, pid: int) -> Engine:
-    return make_engine(url)
+def _engine_for(url: str, pid: int, read_only: bool) -> Engine:
+    return make_engine(url, read_only=read_only)
 
 
-def engine_for(url: str) -> Engine:
+def engine_for(url: str, *, read_only: bool = False) -> Engine:
     """One engine per URL and process: pooled connections must not cross a fork."""
-    return _engine_for(url, os.getpid())
+    return _engine_for(url, os.getpid(), read_only)
 
 
 def session_factory(url: str) -> sessionmaker[Session]:
+    """Sessions that write (or read and then write)."""
     return sessionmaker(engine_for(url), expire_on_commit=False)
+
+
+def reader_factory(url: str) -> sessionmaker[Session]:
+    """Sessions that only read: on SQLite they do not take the write lock."""
+    return sessionmaker(engine_for(url, read_only=True), expire_on_commit=False)

@@ -20,6 +20,8 @@ from sqlalchemy.orm import Session, aliased
 from db.models import Event, Job, JobStatus, Output, StopRequest, utcnow
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+DEPENDENCY = aliased(Job, name="dependency")
+"""The job another waits for; built once, as a fresh alias per query defeats SQL caching."""
 
 
 def new_job_id() -> str:
@@ -57,9 +59,9 @@ def create_job(
 
 
 def _set_status(session: Session, job_id: str, where: ColumnElement[bool], **values: Any) -> bool:
-    result = session.execute(
-        update(Job).where(Job.id == job_id, where).values(updated_at=utcnow(), **values)
-    )
+    statement = update(Job).where(Job.id == job_id, where).values(updated_at=utcnow(), **values)
+    # No ORM session synchronisation: these statements are the only writers of the row.
+    result = session.execute(statement.execution_options(synchronize_session=False))
     return result.rowcount == 1
 
 
@@ -99,7 +101,7 @@ def _after_lost_worker(job: Job) -> tuple[JobStatus, str | None]:
 
 def cancel_orphans(session: Session) -> list[str]:
     """Pending jobs whose dependency failed or was cancelled are cancelled, with why."""
-    dep = aliased(Job)
+    dep = DEPENDENCY
     rows = session.execute(
         select(Job.id, dep.id, dep.status)
         .join(dep, Job.depends_on == dep.id)
@@ -125,20 +127,31 @@ def cancel_orphans(session: Session) -> list[str]:
     return cancelled
 
 
-def runnable_jobs(session: Session, now: datetime, limit: int) -> Sequence[Job]:
-    """Pending jobs that may start now, best first: priority, then age."""
-    dep = aliased(Job)
-    return session.scalars(
-        select(Job)
+@dataclass(frozen=True)
+class Runnable:
+    id: str
+    kind: str
+    queue: str
+    priority: int
+    created_at: datetime
+
+
+def runnable_jobs(session: Session, now: datetime, queue: str, limit: int) -> list[Runnable]:
+    """Pending jobs of `queue` that may start now, best first: priority, then age."""
+    dep = DEPENDENCY
+    rows = session.execute(
+        select(Job.id, Job.kind, Job.queue, Job.priority, Job.created_at)
         .outerjoin(dep, Job.depends_on == dep.id)
         .where(
             Job.status == JobStatus.PENDING,
+            Job.queue == queue,
             or_(Job.run_after.is_(None), Job.run_after <= now),
             or_(Job.depends_on.is_(None), dep.status == JobStatus.SUCCEEDED),
         )
         .order_by(Job.priority.desc(), Job.created_at, Job.id)
         .limit(limit)
     ).all()
+    return [Runnable(*row) for row in rows]
 
 
 def active_counts(session: Session) -> dict[str, int]:
@@ -199,26 +212,33 @@ def claim(
         Job.status == JobStatus.QUEUED,
         and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now),
     )
-    taken = _set_status(
-        session,
-        job_id,
-        and_(claimable, Job.stop_request.is_(None), Job.attempts < Job.max_attempts),
-        status=JobStatus.RUNNING,
-        attempts=Job.attempts + 1,
-        lease_token=token,
-        lease_owner=owner,
-        worker_pid=pid,
-        lease_expires_at=now + timedelta(seconds=lease_seconds),
-        started_at=func.coalesce(Job.started_at, now),
-        error_code=None,
-        error_message=None,
-    )
-    if not taken:
+    row = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            claimable,
+            Job.stop_request.is_(None),
+            Job.attempts < Job.max_attempts,
+        )
+        .values(
+            status=JobStatus.RUNNING,
+            attempts=Job.attempts + 1,
+            lease_token=token,
+            lease_owner=owner,
+            worker_pid=pid,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=func.coalesce(Job.started_at, now),
+            updated_at=now,
+            error_code=None,
+            error_message=None,
+        )
+        .returning(Job.kind, Job.spec, Job.attempts, Job.max_attempts)
+    ).one_or_none()
+    if row is None:
         return None
-    job = session.get(Job, job_id, populate_existing=True)
-    assert job is not None
-    add_event(session, job_id, "started", {"owner": owner, "pid": pid, "attempt": job.attempts})
-    return Claim(job_id, job.kind, dict(job.spec), token, job.attempts, job.max_attempts)
+    kind, spec, attempts, max_attempts = row
+    add_event(session, job_id, "started", {"owner": owner, "pid": pid, "attempt": attempts})
+    return Claim(job_id, kind, dict(spec), token, attempts, max_attempts)
 
 
 def _owned(token: str) -> ColumnElement[bool]:

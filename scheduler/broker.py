@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
+from functools import cache
 from urllib.parse import urlparse
 
 import redis
 
-from scheduler.settings import Settings
+from scheduler.settings import Settings, load_settings
 
 WAKE_KEY = "atelier:wake"
 """A list the scheduler blocks on; pushing to it makes the next tick happen now."""
@@ -25,12 +27,15 @@ def redis_client(settings: Settings, timeout: float | None = 5.0) -> redis.Redis
     return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
+@cache
+def _waker(url: str, pid: int) -> redis.Redis:
+    return redis_client(load_settings({"ATELIER_BROKER_URL": url}), timeout=0.5)
+
+
 def wake_scheduler(settings: Settings) -> None:
     """Best effort: a scheduler that misses this still ticks within a second."""
     if settings.embedded_broker and not settings.redis_socket.exists():
         return
     with contextlib.suppress(redis.RedisError, OSError):
-        client = redis_client(settings, timeout=0.5)
-        client.lpush(WAKE_KEY, 1)
-        client.ltrim(WAKE_KEY, 0, 0)
-        client.close()
+        client = _waker(settings.broker_url, os.getpid())
+        client.pipeline().lpush(WAKE_KEY, 1).ltrim(WAKE_KEY, 0, 0).execute()

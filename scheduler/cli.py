@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--max-attempts", type=int, default=3)
     submit.add_argument("--json", action="store_true", help='print {"id": ...}')
 
+    run = command(
+        "run", cmd_run, "run one job here and now (starting the embedded stack if none runs)"
+    )
+    _spec_arguments(run)
+    run.add_argument("--workers", type=int, default=1)
+
     status = command("status", cmd_status, "a job's status, progress, worker and outputs")
     status.add_argument("job")
     status.add_argument("--json", action="store_true")
@@ -102,13 +108,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _client():  # -> scheduler.client.Client
-    from scheduler.client import Client
+def _spec_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", help="job kind, e.g. dcgan")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a spec field; VALUE is read as JSON when it parses, else a string",
+    )
+    parser.add_argument("--file", type=Path, help="a JSON file with spec fields")
 
-    return Client()
 
-
-def cmd_submit(args: argparse.Namespace) -> int:
+def _spec_from(args: argparse.Namespace) -> dict[str, Any]:
     from scheduler.specs import SpecError, parse_assignment
 
     spec: dict[str, Any] = {}
@@ -120,9 +132,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if not isinstance(spec, dict):
             raise SpecError(f"--file {args.file}: expected a JSON object")
     spec.update(parse_assignment(item) for item in args.set)
+    return spec
+
+
+def _client():  # -> scheduler.client.Client
+    from scheduler.client import Client
+
+    return Client()
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
     job_id = _client().submit(
         args.kind,
-        spec,
+        _spec_from(args),
         priority=args.priority,
         after=args.after,
         queue=args.queue,
@@ -184,11 +206,28 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_watch(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
+    from scheduler.stack import stack_running
+
     client = _client()
+    job_id = client.submit(args.kind, _spec_from(args))
+    print(f"job {job_id} submitted", flush=True)
+    with stack_running(client.settings, args.workers):
+        code = _watch(client, job_id)
+    view = client.get(job_id)
+    for output in view.outputs:
+        print(_output_text(output))
+    return code
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    return _watch(_client(), args.job)
+
+
+def _watch(client: Any, job_id: str) -> int:
     width = 30
     while True:
-        view = client.get(args.job)
+        view = client.get(job_id)
         filled = int(view.progress * width)
         bar = "#" * filled + "-" * (width - filled)
         sys.stdout.write(f"\r{view.id} [{bar}] {view.status:<9} {_progress_text(view)}\033[K")

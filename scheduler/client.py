@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db import jobs
-from db.engine import session_factory
+from db.engine import reader_factory, session_factory
 from db.migrate import ensure_current
 from db.models import Event, Job, JobStatus, Output
 from scheduler.broker import wake_scheduler
@@ -79,6 +79,7 @@ class Client:
         self.settings = settings or load_settings()
         ensure_current(self.settings.database_url)
         self.sessions = session_factory(self.settings.database_url)
+        self.readers = reader_factory(self.settings.database_url)
 
     def submit(
         self,
@@ -128,7 +129,7 @@ class Client:
         raise JobNotFound(f"no job {job_id!r}")
 
     def get(self, job_id: str) -> JobView:
-        with self.sessions() as session:
+        with self.readers() as session:
             job = session.get(Job, self._resolve(session, job_id))
             assert job is not None
             outputs = session.scalars(
@@ -137,14 +138,18 @@ class Client:
             return _view(job, list(outputs))
 
     def list(self, *, status: str | None = None, limit: int = 50) -> list[JobView]:
-        with self.sessions() as session:
+        with self.readers() as session:
             query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
             if status:
                 query = query.where(Job.status == status)
             return [_view(job, []) for job in session.scalars(query).all()]
 
+    def count(self, status: str) -> int:
+        with self.readers() as session:
+            return session.scalar(select(func.count()).where(Job.status == status)) or 0
+
     def events(self, job_id: str) -> list[dict[str, Any]]:
-        with self.sessions() as session:
+        with self.readers() as session:
             resolved = self._resolve(session, job_id)
             rows = session.scalars(
                 select(Event).where(Event.job_id == resolved).order_by(Event.id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -18,6 +19,7 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import jobs
+from db.engine import reader_factory
 from db.models import Job, utcnow
 from scheduler.broker import WAKE_KEY
 from scheduler.capacity import free_slots, live_workers
@@ -47,22 +49,26 @@ class Scheduler:
     ) -> None:
         self.settings = settings
         self.sessions = sessions
+        self.readers = reader_factory(settings.database_url)
         self.app = app
         self.redis = client
 
-    def tick(self) -> TickReport:
+    def tick(self, maintenance: bool = True) -> TickReport:
+        """One round of decisions. Maintenance (leases, orphans, lost messages) can be
+        left out of ticks that were only woken to fill a slot: it runs each poll."""
         report = TickReport()
-        with self.sessions.begin() as session:
-            report.expired = jobs.expire_leases(session, utcnow())
-        with self.sessions.begin() as session:
-            report.cancelled = jobs.cancel_orphans(session)
-        report.resent = self._resend_stale()
+        if maintenance:
+            with self.sessions.begin() as session:
+                report.expired = jobs.expire_leases(session, utcnow())
+            with self.sessions.begin() as session:
+                report.cancelled = jobs.cancel_orphans(session)
+            report.resent = self._resend_stale()
         report.enqueued = self._fill_free_slots()
         return report
 
     def _resend_stale(self) -> list[str]:
         stale_after = max(MIN_STALE_QUEUED_SECONDS, 2 * self.settings.lease_seconds)
-        with self.sessions() as session:
+        with self.readers() as session:
             stale = jobs.stale_queued(session, utcnow() - timedelta(seconds=stale_after))
         resent = []
         for job in stale:
@@ -77,24 +83,23 @@ class Scheduler:
         workers = live_workers(self.redis)
         if not workers:
             return []
-        with self.sessions() as session:
+        now = utcnow()
+        with self.readers() as session:
             total, per_queue = free_slots(workers, jobs.active_counts(session))
-            if total <= 0:
-                return []
-            candidates = jobs.runnable_jobs(session, utcnow(), limit=total + 100)
+            candidates = [
+                job
+                for queue, free in per_queue.items()
+                if free > 0 and total > 0
+                for job in jobs.runnable_jobs(session, now, queue, min(free, total))
+            ]
+        candidates.sort(key=lambda job: (-job.priority, job.created_at, job.id))
         enqueued = []
-        for job in candidates:
-            if total <= 0:
-                break
-            if per_queue.get(job.queue, 0) <= 0:
-                continue
+        for job in candidates[:total]:
             if self._enqueue(job):
                 enqueued.append(job.id)
-                total -= 1
-                per_queue[job.queue] -= 1
         return enqueued
 
-    def _enqueue(self, job: Job) -> bool:
+    def _enqueue(self, job: jobs.Runnable) -> bool:
         with self.sessions.begin() as session:
             if not jobs.mark_queued(session, job.id):
                 return False
@@ -107,15 +112,19 @@ class Scheduler:
             return False
         return True
 
-    def _send(self, job: Job) -> None:
+    def _send(self, job: Job | jobs.Runnable) -> None:
         self.app.send_task(f"atelier.{job.kind}", args=[job.id], queue=job.queue)
 
     def run(self, stop: threading.Event) -> None:
         log.info("scheduler running against %s", self.settings.database_url.split("@")[-1])
+        last_maintenance = 0.0
         while not stop.is_set():
             try:
-                report = self.tick()
-                if report.enqueued or report.expired or report.cancelled or report.resent:
+                maintenance = time.monotonic() - last_maintenance >= POLL_SECONDS
+                if maintenance:
+                    last_maintenance = time.monotonic()
+                report = self.tick(maintenance)
+                if report.expired or report.cancelled or report.resent:
                     log.info("tick: %s", report)
                 self.redis.blpop([WAKE_KEY], timeout=POLL_SECONDS)
             except (redis.RedisError, OSError) as error:

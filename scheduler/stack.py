@@ -8,11 +8,13 @@ scheduler and N worker processes. Ctrl-C or SIGTERM stops them in order: workers
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
@@ -120,3 +122,21 @@ def run_stack(settings: Settings, workers: int, queues: list[str]) -> int:
             _stop([redis_process], 10)
             Path(settings.redis_socket).unlink(missing_ok=True)
     return 0
+
+
+@contextlib.contextmanager
+def stack_running(settings: Settings, workers: int) -> Iterator[None]:
+    """Use the stack that runs already, or run `atelier up` for as long as the block lasts."""
+    from scheduler.capacity import live_workers
+
+    try:
+        if live_workers(redis_client(settings, timeout=1)):
+            yield
+            return
+    except (redis.RedisError, OSError):
+        pass
+    up = _spawn(["up", "--workers", str(workers)])
+    try:
+        yield
+    finally:
+        _stop([up], WORKER_STOP_GRACE_SECONDS + 20)

@@ -110,7 +110,7 @@ def test_runnable_order_dependencies_and_backoff(sessions: sessionmaker[Session]
         backing_off = jobs.create_job(session, kind="counter", spec={}, queue="gpu", priority=9)
         backing_off.run_after = utcnow() + timedelta(hours=1)
     with sessions() as session:
-        order = [job.id for job in jobs.runnable_jobs(session, utcnow(), limit=10)]
+        order = [job.id for job in jobs.runnable_jobs(session, utcnow(), "gpu", limit=10)]
     assert order == [high, low]
     with sessions.begin() as session:
         assert jobs.cancel(session, low) == "cancelled"

@@ -209,5 +209,7 @@ class RuntimeContext:
                 raise LeaseLost
 
     def record_cache_use(self, session: Session) -> None:
+        if not (self.cache.hits or self.cache.builds):
+            return
         payload = {"hits": self.cache.hits, "builds": self.cache.builds, "pid": os.getpid()}
         jobs.add_event(session, self.job_id, "model_cache", payload)

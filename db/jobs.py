@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from db.models import Event, Job, JobStatus, Output, StopRequest, utcnow
@@ -29,7 +29,7 @@ def new_job_id() -> str:
 
 
 def add_event(session: Session, job_id: str, type_: str, payload: dict[str, Any]) -> None:
-    session.add(Event(job_id=job_id, type=type_, payload=payload))
+    session.execute(insert(Event).values(job_id=job_id, type=type_, payload=payload, at=utcnow()))
 
 
 def create_job(
@@ -191,6 +191,35 @@ def touch_queued(session: Session, job_id: str) -> bool:
 # --- the worker's transitions ----------------------------------------------------------
 
 
+CLAIM = (
+    update(Job)
+    .where(
+        Job.id == bindparam("job_id"),
+        or_(
+            Job.status == JobStatus.QUEUED,
+            and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < bindparam("now")),
+        ),
+        Job.stop_request.is_(None),
+        Job.attempts < Job.max_attempts,
+    )
+    .values(
+        status=JobStatus.RUNNING,
+        attempts=Job.attempts + 1,
+        lease_token=bindparam("token"),
+        lease_owner=bindparam("owner"),
+        worker_pid=bindparam("pid"),
+        lease_expires_at=bindparam("expires"),
+        started_at=func.coalesce(Job.started_at, bindparam("now")),
+        updated_at=bindparam("now"),
+        error_code=None,
+        error_message=None,
+    )
+    .returning(Job.kind, Job.spec, Job.attempts, Job.max_attempts)
+    .execution_options(synchronize_session=False)
+)
+"""Take a job that is queued, or running on an expired lease; built once (it is hot)."""
+
+
 @dataclass(frozen=True)
 class Claim:
     job_id: str
@@ -208,31 +237,16 @@ def claim(
     holds a live lease, the job has ended, or it is no longer queued."""
     now = utcnow()
     token = uuid.uuid4().hex
-    claimable = or_(
-        Job.status == JobStatus.QUEUED,
-        and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now),
-    )
     row = session.execute(
-        update(Job)
-        .where(
-            Job.id == job_id,
-            claimable,
-            Job.stop_request.is_(None),
-            Job.attempts < Job.max_attempts,
-        )
-        .values(
-            status=JobStatus.RUNNING,
-            attempts=Job.attempts + 1,
-            lease_token=token,
-            lease_owner=owner,
-            worker_pid=pid,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            started_at=func.coalesce(Job.started_at, now),
-            updated_at=now,
-            error_code=None,
-            error_message=None,
-        )
-        .returning(Job.kind, Job.spec, Job.attempts, Job.max_attempts)
+        CLAIM,
+        {
+            "job_id": job_id,
+            "now": now,
+            "token": token,
+            "owner": owner,
+            "pid": pid,
+            "expires": now + timedelta(seconds=lease_seconds),
+        },
     ).one_or_none()
     if row is None:
         return None

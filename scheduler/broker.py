@@ -13,8 +13,8 @@ from scheduler.settings import Settings, load_settings
 
 WAKE_KEY = "atelier:wake"
 """A list the scheduler blocks on; pushing to it makes the next tick happen now."""
-WORKER_KEY_PREFIX = "atelier:worker:"
-"""One expiring key per live worker, holding its queues and concurrency as JSON."""
+WORKERS_KEY = "atelier:workers"
+"""A hash: worker name -> JSON with its queues, concurrency and presence expiry."""
 
 
 def redis_client(settings: Settings, timeout: float | None = 5.0) -> redis.Redis:

@@ -1,7 +1,8 @@
 """Capacity: which workers are alive, what they serve, and how many jobs may start.
 
-Each worker keeps a short-lived key in Redis; a worker that dies simply stops
-refreshing it, and its slots stop counting within `PRESENCE_TTL_SECONDS`.
+Every worker refreshes its entry in one Redis hash with an expiry time (by Redis' own
+clock, so machines' clocks need not agree); a worker that dies stops refreshing it, and
+its slots stop counting within `PRESENCE_TTL_SECONDS`. One round trip reads them all.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import redis
 
-from scheduler.broker import WORKER_KEY_PREFIX
+from scheduler.broker import WORKERS_KEY
 
 PRESENCE_TTL_SECONDS = 10
 PRESENCE_REFRESH_SECONDS = 3
@@ -24,24 +25,36 @@ class WorkerSlots:
     concurrency: int
 
 
+def _redis_now(client: redis.Redis) -> float:
+    seconds, microseconds = client.time()
+    return seconds + microseconds / 1e6
+
+
 def announce(client: redis.Redis, worker: WorkerSlots) -> None:
-    body = json.dumps({"queues": list(worker.queues), "concurrency": worker.concurrency})
-    client.set(WORKER_KEY_PREFIX + worker.name, body, ex=PRESENCE_TTL_SECONDS)
+    body = {
+        "queues": list(worker.queues),
+        "concurrency": worker.concurrency,
+        "expires": _redis_now(client) + PRESENCE_TTL_SECONDS,
+    }
+    client.hset(WORKERS_KEY, worker.name, json.dumps(body))
 
 
 def withdraw(client: redis.Redis, name: str) -> None:
-    client.delete(WORKER_KEY_PREFIX + name)
+    client.hdel(WORKERS_KEY, name)
 
 
 def live_workers(client: redis.Redis) -> list[WorkerSlots]:
-    workers = []
-    for key in client.scan_iter(match=WORKER_KEY_PREFIX + "*", count=500):
-        raw = client.get(key)
-        if raw is None:
-            continue
+    (seconds, microseconds), entries = client.pipeline().time().hgetall(WORKERS_KEY).execute()
+    now = seconds + microseconds / 1e6
+    workers, expired = [], []
+    for name, raw in entries.items():
         body = json.loads(raw)
-        name = key.decode()[len(WORKER_KEY_PREFIX) :]
-        workers.append(WorkerSlots(name, tuple(body["queues"]), int(body["concurrency"])))
+        if body["expires"] < now:
+            expired.append(name)
+            continue
+        workers.append(WorkerSlots(name.decode(), tuple(body["queues"]), int(body["concurrency"])))
+    if expired:
+        client.hdel(WORKERS_KEY, *expired)
     return workers
 
 

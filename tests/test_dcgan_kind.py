@@ -1,0 +1,318 @@
+"""The dcgan kind run in-process through LocalContext: outputs, resume, warm cache."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydantic
+import pytest
+from PIL import Image
+
+from tests.fixtures.local_context import DictCache, LocalContext, SimulatedCrash, StopRequested
+from worker.jobs.context import JobError
+from worker.jobs.dcgan import DEFAULT_QUEUE, Spec, run
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Keras 3.15 calls np.array(tensor) in get_weights/save, which numpy 2.4 flags.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+REPO = Path(__file__).resolve().parent.parent
+
+TINY: dict[str, Any] = dict(
+    dataset="glyphs",
+    image_size=28,
+    batch_size=8,
+    latent_dim=16,
+    steps_per_epoch=3,
+    epochs=2,
+    samples=6,
+    dataset_size=64,
+    deterministic=True,
+    seed=3,
+)
+TOTAL_STEPS = 6
+GRID_SIZE = (3 * (28 + 2) + 2, 2 * (28 + 2) + 2)  # 6 samples: 2 rows of 3, 2-pixel padding
+
+
+def tiny(**changes: Any) -> Spec:
+    return Spec(**{**TINY, **changes})
+
+
+def outputs(ctx: LocalContext) -> dict[str, bytes]:
+    """The sample grids on disk (a resumed run finds the first part's there too)."""
+    folder = ctx.output_dir / "sample"
+    return {path.name: path.read_bytes() for path in sorted(folder.glob("epoch_*.png"))}
+
+
+def generator_weights(ctx: LocalContext) -> list[np.ndarray]:
+    import keras
+
+    return keras.models.load_model(ctx.output_dir / "model" / "generator.keras").get_weights()
+
+
+def assert_same_result(ctx: LocalContext, reference: LocalContext) -> None:
+    assert list(outputs(ctx)) == ["epoch_0001.png", "epoch_0002.png"]
+    assert outputs(ctx) == outputs(reference)
+    for mine, theirs in zip(generator_weights(ctx), generator_weights(reference), strict=True):
+        assert np.array_equal(mine, theirs)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> LocalContext:
+    """An uninterrupted cold run of the tiny spec."""
+    ctx = LocalContext(tmp_path_factory.mktemp("reference"))
+    run(tiny(), ctx)
+    return ctx
+
+
+# --- spec -----------------------------------------------------------------------------
+
+
+def test_defaults_follow_the_reference() -> None:
+    spec = Spec()
+    assert DEFAULT_QUEUE == "gpu"
+    assert (spec.dataset, spec.image_size, spec.epochs, spec.batch_size) == ("glyphs", 64, 100, 32)
+    assert (spec.latent_dim, spec.learning_rate, spec.label_noise) == (128, 1e-4, 0.05)
+    assert spec.channels == 1 and Spec(dataset="cifar10").channels == 3
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"epochs": -1},
+        {"epochs": 0},
+        {"batch_size": 0},
+        {"latent_dim": 0},
+        {"steps_per_epoch": 0},
+        {"learning_rate": 0.0},
+        {"label_noise": -0.1},
+        {"samples": 0},
+        {"samples": 257},
+        {"image_size": 30},
+        {"image_size": 12},
+        {"image_size": 132},
+        {"epochs": "2"},
+        {"batch_size": 8.0},
+        {"deterministic": "yes"},
+        {"dataset": "no-such-dataset"},
+        {"dataset_size": 4},  # smaller than one batch
+        {"colour": True},
+    ],
+)
+def test_spec_rejects(changes: dict[str, Any]) -> None:
+    with pytest.raises(pydantic.ValidationError):
+        tiny(**changes)
+
+
+def test_spec_resolves_relative_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pictures").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "pictures" / "a.png")
+    monkeypatch.chdir(tmp_path)
+    spec = tiny(dataset="pictures")
+    assert spec.dataset == str(tmp_path.resolve() / "pictures") and spec.channels == 3
+
+
+def test_importing_the_kind_does_not_load_tensorflow() -> None:
+    code = (
+        "import sys, worker.jobs.dcgan, worker.jobs.datasets, worker.jobs.images\n"
+        "loaded = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
+        "assert not loaded, loaded"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True)
+    assert result.returncode == 0, result.stderr.decode()
+
+
+# --- models and state helpers ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "channels", "plan"),
+    [(16, 1, (4, 2)), (28, 1, (7, 2)), (32, 3, (8, 2)), (64, 3, (8, 3))],
+)
+def test_model_shapes(size: int, channels: int, plan: tuple[int, int]) -> None:
+    from worker.jobs.dcgan.model import build_discriminator, build_generator, upsampling_plan
+
+    assert upsampling_plan(size) == plan
+    generator = build_generator(size, channels, 8)
+    discriminator = build_discriminator(size, channels)
+    assert generator.output_shape == (None, size, size, channels)
+    assert discriminator.output_shape == (None, 1)
+    strided = [layer for layer in discriminator.layers if getattr(layer, "strides", None) == (2, 2)]
+    assert len(strided) == plan[1]
+
+
+def test_every_multiple_of_four_has_a_plan() -> None:
+    from worker.jobs.dcgan.model import upsampling_plan
+
+    for size in range(16, 129, 4):
+        start, stages = upsampling_plan(size)
+        assert start * 2**stages == size and start >= 4 and 2 <= stages <= 4
+
+
+def test_reinitialize_depends_only_on_the_seed() -> None:
+    from worker.jobs import keras_state
+    from worker.jobs.dcgan.model import build_discriminator
+
+    first, second = build_discriminator(16, 1), build_discriminator(16, 1)
+    keras_state.reinitialize(first, (4, 2))
+    keras_state.reinitialize(second, (4, 2))
+    a, b = keras_state.model_arrays("d", first), keras_state.model_arrays("d", second)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    keras_state.reinitialize(second, (5, 2))
+    c = keras_state.model_arrays("d", second)
+    kernel = "d.0000"
+    assert not np.array_equal(a[kernel], c[kernel])
+    assert np.count_nonzero(a["d.0001"]) == 0, "biases start at zero"
+    seed_states = [v for v in first.variables if v.name == keras_state.SEED_STATE_NAME]
+    assert len(seed_states) == 1 and int(seed_states[0].numpy()[1]) == 0
+
+
+def test_state_round_trip_and_mismatch() -> None:
+    import keras
+
+    from worker.jobs import keras_state
+    from worker.jobs.dcgan.model import build_discriminator
+
+    model = build_discriminator(16, 1)
+    optimizer = keras.optimizers.Adam(0.5)
+    optimizer.build(model.trainable_variables)
+    optimizer.iterations.assign(7)
+    saved = {**keras_state.model_arrays("m", model), **keras_state.optimizer_arrays("o", optimizer)}
+
+    other = build_discriminator(16, 1)
+    fresh = keras.optimizers.Adam(0.1)
+    keras_state.load_model_arrays("m", other, saved)
+    keras_state.load_optimizer_arrays("o", fresh, saved, other.trainable_variables)
+    restored = keras_state.model_arrays("m", other)
+    assert all(np.array_equal(restored[key], saved[key]) for key in restored)
+    assert int(fresh.iterations.numpy()) == 7 and math.isclose(float(fresh.learning_rate), 0.5)
+
+    keras_state.reset_optimizer(fresh, 0.25)
+    assert int(fresh.iterations.numpy()) == 0 and math.isclose(float(fresh.learning_rate), 0.25)
+    assert all(not np.any(v.numpy()) for v in fresh.variables[2:])
+
+    wrong = build_discriminator(32, 1)  # a larger final Dense kernel
+    with pytest.raises(keras_state.StateMismatch, match=r"checkpoint array m\.\d+ is float32"):
+        keras_state.load_model_arrays("m", wrong, saved)
+    with pytest.raises(keras_state.StateMismatch, match="arrays for 'missing'"):
+        keras_state.load_model_arrays("missing", other, saved)
+
+
+# --- training ------------------------------------------------------------------------
+
+
+def test_run_produces_grids_metrics_and_generator(reference: LocalContext) -> None:
+    assert [call.step for call in reference.progress_calls] == list(range(1, TOTAL_STEPS + 1))
+    assert {call.total for call in reference.progress_calls} == {TOTAL_STEPS}
+    assert [call.epoch for call in reference.progress_calls] == [1, 1, 1, 2, 2, 2]
+    assert [(e.epoch, e.step) for e in reference.metric_events] == [(1, 3), (2, 6)]
+    for event in reference.metric_events:
+        per_step = [c.metrics for c in reference.progress_calls if c.epoch == event.epoch]
+        for name in ("d_loss", "g_loss"):
+            assert math.isfinite(event.values[name]) and event.values[name] > 0
+            assert math.isclose(event.values[name], np.mean([m[name] for m in per_step]))
+
+    grids = outputs(reference)
+    for data in grids.values():
+        grid = Image.open(io.BytesIO(data))
+        assert grid.format == "PNG" and grid.mode == "L" and grid.size == GRID_SIZE
+    assert grids["epoch_0001.png"] != grids["epoch_0002.png"]
+
+    import keras
+
+    generator = keras.models.load_model(reference.outputs[("model", "generator.keras")])
+    assert generator.output_shape == (None, 28, 28, 1)
+    from worker.jobs.dcgan.train import SAMPLE_LATENTS
+    from worker.jobs.images import grid_png
+
+    rng = np.random.default_rng([TINY["seed"], SAMPLE_LATENTS])
+    latents = rng.standard_normal((6, 16), np.float32)
+
+    assert grid_png(generator(latents, training=False).numpy()) == grids["epoch_0002.png"]
+
+
+@pytest.mark.parametrize("stop_at", [3, 4])  # at an epoch's end, in the middle of one
+def test_stopped_and_resumed_run_matches(
+    reference: LocalContext, tmp_path: Path, stop_at: int
+) -> None:
+    first = LocalContext(tmp_path, stop_at=stop_at)
+    with pytest.raises(StopRequested):
+        run(tiny(), first)
+    assert first.saved_steps == [stop_at] and ("model", "generator.keras") not in first.outputs
+
+    resumed = LocalContext(tmp_path)  # a fresh cache, as in a new worker process
+    run(tiny(), resumed)
+    assert resumed.progress_calls[0].step == stop_at + 1
+    assert resumed.metric_events[-1] == reference.metric_events[-1]
+    assert_same_result(resumed, reference)
+
+
+def test_crashed_run_resumes_from_last_checkpoint(reference: LocalContext, tmp_path: Path) -> None:
+    crashed = LocalContext(tmp_path, checkpoint_every=2, crash_at=5)
+    with pytest.raises(SimulatedCrash):
+        run(tiny(checkpoint_every=2), crashed)
+    assert crashed.saved_steps == [2, 4]
+
+    resumed = LocalContext(tmp_path, checkpoint_every=2)
+    run(tiny(checkpoint_every=2), resumed)
+    assert [call.step for call in resumed.progress_calls] == [5, 6]
+    assert_same_result(resumed, reference)
+
+
+def test_warm_cache_is_reused_and_reset(reference: LocalContext, tmp_path: Path) -> None:
+    from worker.jobs.dcgan import train
+
+    builds_before = train.DcganModels.builds
+    cache = DictCache()
+    other = tiny(seed=11, learning_rate=5e-4, label_noise=0.3, deterministic=False)
+    run(other, LocalContext(tmp_path / "first", cache=cache))
+    warm = LocalContext(tmp_path / "second", cache=cache)
+    run(tiny(), warm)
+
+    (key,) = cache.entries
+    models = cache.entries[key]
+    assert key == ("dcgan", 28, 1, 16) and cache.builds[key] == 1
+    assert train.DcganModels.builds == builds_before + 1
+    assert models.jobs == 2 and models.tracing_count == 1
+    assert math.isclose(float(models.label_noise.numpy()), 0.05, rel_tol=1e-6)
+    for optimizer in (models.generator_optimizer, models.discriminator_optimizer):
+        assert math.isclose(float(optimizer.learning_rate), 1e-4, rel_tol=1e-6)
+        assert int(optimizer.iterations.numpy()) == TOTAL_STEPS
+    assert_same_result(warm, reference)
+
+
+def test_non_finite_loss_fails_the_job(tmp_path: Path) -> None:
+    with pytest.raises(JobError) as error:
+        run(tiny(learning_rate=1e30), LocalContext(tmp_path))
+    assert error.value.code == "nan_loss" and "\n" not in error.value.message
+
+
+def test_checkpoint_of_another_shape_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StopRequested):
+        run(tiny(), LocalContext(tmp_path, stop_at=1))
+    with pytest.raises(JobError) as error:
+        run(tiny(latent_dim=8), LocalContext(tmp_path))
+    assert error.value.code == "checkpoint_mismatch" and "'generator'" not in error.value.message
+    assert "checkpoint array generator." in error.value.message
+
+
+def test_image_directory_trains_in_colour(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(8):
+        pixels = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / f"{index}.png")
+    spec = tiny(dataset=str(images), image_size=16, batch_size=4, epochs=1, samples=4)
+    ctx = LocalContext(tmp_path / "job")
+    run(spec, ctx)
+    grid = Image.open(ctx.output_dir / "sample" / "epoch_0001.png")
+    assert grid.mode == "RGB" and grid.size == (2 * 18 + 2, 2 * 18 + 2)
+    assert [call.step for call in ctx.progress_calls] == [1, 2]

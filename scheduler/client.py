@@ -15,8 +15,9 @@ from db.engine import reader_factory, session_factory
 from db.migrate import ensure_current
 from db.models import Event, Job, JobStatus, Output
 from scheduler.broker import wake_scheduler
+from scheduler.inputs import store_inputs
 from scheduler.settings import Settings, load_settings
-from scheduler.specs import SpecError, validate_spec
+from scheduler.specs import SpecError, ValidSpec, validate_spec
 
 DEFAULT_MAX_ATTEMPTS = 3
 
@@ -91,23 +92,54 @@ class Client:
         queue: str | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> str:
-        normalised, default_queue = validate_spec(kind, spec or {})
+        valid = validate_spec(kind, spec or {})
         if max_attempts < 1:
             raise SpecError(f"max attempts must be at least 1, got {max_attempts}")
         with self.sessions.begin() as session:
-            depends_on = self._dependency(session, after) if after else None
+            values, waits_for = self._link_models(session, kind, valid)
+            if after:
+                waits_for.add(self._dependency(session, after))
+            if len(waits_for) > 1:
+                raise SpecError(f"a job can wait for one other job, not {sorted(waits_for)}")
+            values = store_inputs(values, valid.input_files, self.settings)
             job = jobs.create_job(
                 session,
                 kind=kind,
-                spec=normalised,
-                queue=queue or default_queue,
+                spec=values,
+                queue=queue or valid.queue,
                 priority=priority,
                 max_attempts=max_attempts,
-                depends_on=depends_on,
+                depends_on=waits_for.pop() if waits_for else None,
             )
             job_id = job.id
         wake_scheduler(self.settings)
         return job_id
+
+    def _link_models(
+        self, session: Session, kind: str, valid: ValidSpec
+    ) -> tuple[dict[str, Any], set[str]]:
+        """Resolve fields that name another job's model; the job waits for unfinished ones."""
+        values, waits_for = dict(valid.values), set()
+        for field, producers in valid.model_inputs.items():
+            if values.get(field) is None:
+                continue
+            try:
+                source = session.get(Job, self._resolve(session, str(values[field])))
+            except JobNotFound:
+                raise SpecError(f"{kind}: field {field!r}: no job {values[field]!r}") from None
+            assert source is not None
+            if source.kind not in producers:
+                allowed = ", ".join(producers)
+                raise SpecError(
+                    f"{kind}: field {field!r}: job {source.id} is a {source.kind} job, "
+                    f"expected {allowed}"
+                )
+            if source.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+                raise SpecError(f"{kind}: field {field!r}: job {source.id} {source.status}")
+            values[field] = source.id
+            if source.status != JobStatus.SUCCEEDED:
+                waits_for.add(source.id)
+        return values, waits_for
 
     def _dependency(self, session: Session, after: str) -> str:
         dependency = session.get(Job, self._resolve(session, after))

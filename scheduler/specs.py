@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -14,8 +15,19 @@ class SpecError(ValueError):
     """A spec that cannot run; the message is one line naming what is wrong."""
 
 
-def validate_spec(kind: str, values: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The normalised spec (defaults filled in) and the kind's default queue."""
+@dataclass(frozen=True)
+class ValidSpec:
+    values: dict[str, Any]
+    """The spec with defaults filled in, as JSON values."""
+    queue: str
+    """The kind's default queue."""
+    input_files: tuple[str, ...]
+    """Fields naming input files, copied into the input store at submit."""
+    model_inputs: dict[str, tuple[str, ...]]
+    """Fields naming another job whose outputs this job reads -> the kinds allowed."""
+
+
+def validate_spec(kind: str, values: dict[str, Any]) -> ValidSpec:
     try:
         module = load_kind(kind)
     except ValueError as error:
@@ -24,7 +36,12 @@ def validate_spec(kind: str, values: dict[str, Any]) -> tuple[dict[str, Any], st
         spec = module.Spec.model_validate_json(json.dumps(values))
     except ValidationError as error:
         raise SpecError(f"{kind}: {describe(error)}") from None
-    return spec.model_dump(mode="json"), module.DEFAULT_QUEUE
+    return ValidSpec(
+        values=spec.model_dump(mode="json"),
+        queue=module.DEFAULT_QUEUE,
+        input_files=tuple(getattr(module, "INPUT_FILES", ())),
+        model_inputs=dict(getattr(module, "MODEL_INPUTS", {})),
+    )
 
 
 def describe(error: ValidationError) -> str:

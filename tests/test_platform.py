@@ -8,6 +8,7 @@ import os
 import signal
 from pathlib import Path
 
+from db import jobs
 from scheduler.client import JobView
 from tests.conftest import Stack
 from worker.celery_app import make_app
@@ -199,3 +200,47 @@ def test_cli_submit_status_wait(stack: Stack) -> None:
     assert "summary.json" in outputs
     failing = stack.submit("counter", steps=2, step_seconds=0, nan_at_step=1)
     assert stack.cli("wait", failing, "--timeout", "60").returncode == 1
+
+
+def test_out_of_memory_fails_without_retries(stack: Stack) -> None:
+    view = stack.wait(stack.submit("counter", steps=4, step_seconds=0, oom_at_step=2))
+    assert (view.status, view.attempts, view.error_code) == ("failed", 1, "out_of_memory")
+    assert view.error_message == "MemoryError: could not allocate the activations"
+
+
+def test_input_files_are_stored_at_submit(stack: Stack, tmp_path: Path) -> None:
+    note = tmp_path / "note.txt"
+    note.write_text("first version")
+    job_id = stack.submit("counter", steps=2, step_seconds=0, note=str(note))
+    note.write_text("changed after submit")  # the job must read what was submitted
+    view = stack.wait(job_id)
+    assert summary(view)["note"] == "first version"
+    stored = view.spec["note"]
+    assert stored.startswith("inputs/") and stored.endswith(".txt")
+    assert (stack.settings.home / stored).read_text() == "first version"
+
+
+def test_a_job_reading_another_jobs_output_waits_for_it(stack: Stack) -> None:
+    producer = stack.submit("counter", steps=10, step_seconds=0.05)
+    consumer = stack.submit("counter", steps=1, step_seconds=0, source=producer[:8])
+    view = stack.wait(consumer)
+    assert view.status == "succeeded"
+    assert view.depends_on == producer and view.spec["source"] == producer
+    assert summary(view)["source_total"] == 55.0
+    assert view.started_at >= stack.client.get(producer).finished_at
+
+
+def test_model_references_are_checked_at_submit(stack: Stack) -> None:
+    failed = stack.submit("counter", steps=1, step_seconds=0, nan_at_step=1)
+    stack.wait(failed)
+    with stack.client.sessions.begin() as session:  # a job of another kind, never run
+        other = jobs.create_job(session, kind="dcgan", spec={}, queue="nowhere").id
+    cases = {
+        "nothere": "counter: field 'source': no job 'nothere'",
+        failed: f"counter: field 'source': job {failed} failed",
+        other: f"counter: field 'source': job {other} is a dcgan job, expected counter",
+    }
+    for source, expected in cases.items():
+        result = stack.cli("submit", "counter", "--set", f"source={source}")
+        assert result.returncode == 2
+        assert result.stderr.strip() == f"atelier: error: {expected}"

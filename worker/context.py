@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -12,6 +11,7 @@ from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import jobs
@@ -76,7 +76,7 @@ class RuntimeContext:
         self.job_id = claim.job_id
         self.attempt = claim.attempt
         self.token = claim.token
-        self.spec_json = json.dumps(claim.spec)
+        self.spec = claim.spec
         self.max_attempts = claim.max_attempts
         self.sessions = sessions
         self.cache = JobCacheView(cache)
@@ -189,6 +189,13 @@ class RuntimeContext:
         fsync_dir(folder)
         self._record_output(role, name, final, step=step, epoch=epoch)
         return final
+
+    def outputs_of(self, job_id: str, role: str) -> dict[str, Path]:
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Output.name, Output.path).where(Output.job_id == job_id, Output.role == role)
+            ).all()
+        return {name: Path(path) for name, path in rows}
 
     def _record_output(
         self, role: str, name: str, path: Path, *, step: int | None, epoch: int | None

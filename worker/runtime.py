@@ -7,6 +7,7 @@ of a run is guarded by its lease token, so a runner that lost its lease changes 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -19,6 +20,7 @@ from db import jobs
 from db.engine import session_factory
 from db.models import JobStatus, StopRequest
 from scheduler.broker import wake_scheduler
+from scheduler.inputs import resolve_inputs
 from scheduler.settings import Settings, load_settings
 from worker.context import LeaseLost, RuntimeContext, StopRequested
 from worker.jobs import load_kind
@@ -85,7 +87,8 @@ def execute(job_id: str, kind: str, owner: str, settings: Settings | None = None
 def _run_and_record(ctx: RuntimeContext, kind: str, settings: Settings) -> str:
     try:
         module = load_kind(kind)
-        spec = module.Spec.model_validate_json(ctx.spec_json)
+        values = resolve_inputs(ctx.spec, getattr(module, "INPUT_FILES", ()), settings.home)
+        spec = module.Spec.model_validate_json(json.dumps(values))
         _run(module, spec, ctx)
     except StopRequested as stop:
         return _stopped(ctx, stop.reason)

@@ -1,8 +1,16 @@
 """What a job kind may use while it runs: the contract between kinds and the runtime.
 
 A job kind is a module with `Spec` (a pydantic model), `DEFAULT_QUEUE` and
-`run(spec, ctx)`. It never imports Celery, Redis or SQLAlchemy; everything it needs
-from the platform comes through the `JobContext` below.
+`run(spec, ctx)`, and optionally:
+
+- `INPUT_FILES`: names of spec fields holding paths of input files (a path or a list of
+  paths). They are copied into the input store at submit; `run` sees the stored copies.
+- `MODEL_INPUTS`: spec field name -> kinds whose jobs it may name (e.g. a sampler's
+  `model` field naming a `dcgan` job). Submit checks the named job and makes this job wait
+  for it; `run` reads its files with `ctx.outputs_of`.
+
+It never imports Celery, Redis or SQLAlchemy; everything it needs from the platform
+comes through the `JobContext` below.
 """
 
 from __future__ import annotations
@@ -82,6 +90,9 @@ class JobContext(Protocol):
 
     def metrics(self, values: Mapping[str, float], *, step: int, epoch: int | None = None) -> None:
         """Record a metrics event (e.g. at the end of each epoch)."""
+
+    def outputs_of(self, job_id: str, role: str) -> dict[str, Path]:
+        """Files another job recorded under `role`, by name (e.g. its "model" outputs)."""
 
     def save_output(
         self,

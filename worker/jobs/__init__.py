@@ -13,6 +13,15 @@ from types import ModuleType
 
 BUILTIN_KINDS: dict[str, str] = {
     "dcgan": "worker.jobs.dcgan",
+    "cgan": "worker.jobs.cgan",
+    "vae": "worker.jobs.vae",
+    "denoising-ae": "worker.jobs.denoising_ae",
+    "text-lm": "worker.jobs.text_lm",
+    "gan-sample": "worker.jobs.gan_sample",
+    "vae-sample": "worker.jobs.vae_sample",
+    "text-generate": "worker.jobs.text_generate",
+    "style-transfer": "worker.jobs.style_transfer",
+    "deepdream": "worker.jobs.deepdream",
 }
 
 

@@ -42,4 +42,9 @@ def load_kind(name: str) -> ModuleType:
     if name not in kinds:
         known = ", ".join(sorted(kinds))
         raise UnknownKind(f"unknown job kind {name!r} (known: {known})")
-    return importlib.import_module(kinds[name])
+    try:
+        return importlib.import_module(kinds[name])
+    except ModuleNotFoundError as error:
+        if error.name and kinds[name].startswith(error.name):
+            raise UnknownKind(f"job kind {name!r} is not available here ({error.name})") from None
+        raise

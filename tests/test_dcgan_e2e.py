@@ -1,0 +1,135 @@
+"""DCGAN through real worker processes on both backends: outputs, SIGKILL resume with
+identical bytes, and warm workers that reuse their built models."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from scheduler.client import JobView
+from tests.conftest import Stack
+from tests.test_platform import wait_running
+
+TINY = {
+    "dataset": "glyphs",
+    "image_size": 28,
+    "batch_size": 8,
+    "latent_dim": 16,
+    "dataset_size": 128,
+    "samples": 4,
+    "seed": 7,
+}
+GRID_SIDE = 2 * (28 + 2) + 2  # 2x2 cells of 28 px with 2 px frames
+
+
+def outputs(view: JobView, role: str) -> dict[str, Path]:
+    return {o.name: Path(o.path) for o in view.outputs if o.role == role}
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_dcgan_trains_and_records_grids_and_generator(stack: Stack) -> None:
+    job_id = stack.client.submit("dcgan", {**TINY, "epochs": 2, "steps_per_epoch": 3})
+    view = stack.wait(job_id, timeout=240)
+    assert view.status == "succeeded", view.error_message
+    assert (view.step, view.total_steps, view.epoch) == (6, 6, 2)
+
+    grids = outputs(view, "sample")
+    assert sorted(grids) == ["epoch_0001.png", "epoch_0002.png"]
+    for grid in grids.values():
+        with Image.open(grid) as image:
+            assert (image.format, image.mode, image.size) == ("PNG", "L", (GRID_SIDE, GRID_SIDE))
+    assert list(outputs(view, "model")) == ["generator.keras"]
+    # The same latent vectors render differently once the generator has trained on.
+    assert sha(grids["epoch_0001.png"]) != sha(grids["epoch_0002.png"])
+
+    metrics = [e for e in stack.client.events(job_id) if e["type"] == "metrics"]
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert all(m["d_loss"] > 0 and m["g_loss"] > 0 for m in metrics)
+
+
+def test_generator_output_is_a_loadable_keras_model(stack: Stack, tmp_path: Path) -> None:
+    job_id = stack.client.submit("dcgan", {**TINY, "epochs": 1, "steps_per_epoch": 2})
+    view = stack.wait(job_id, timeout=240)
+    model_path = outputs(view, "model")["generator.keras"]
+    # In a fresh interpreter: the test process keeps TensorFlow out of its own memory.
+    probe = (
+        "import keras, numpy as np, sys; m = keras.saving.load_model(sys.argv[1]);"
+        "x = m.predict(np.zeros((3, 16), 'float32'), verbose=0);"
+        "print(x.shape, float(x.min()) >= 0, float(x.max()) <= 1)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(model_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=120,
+    )
+    assert result.stdout.strip().splitlines()[-1] == "(3, 28, 28, 1) True True", result.stderr
+
+
+def test_sigkill_mid_training_resumes_with_identical_bytes(stack: Stack) -> None:
+    spec = {**TINY, "epochs": 2, "steps_per_epoch": 15, "checkpoint_every": 4}
+    spec["deterministic"] = True
+    killed = stack.client.submit("dcgan", spec)
+    running = wait_running(stack, killed, min_step=9)
+    os.kill(running.worker_pid, signal.SIGKILL)
+    resumed = stack.wait(killed, timeout=300)
+    assert resumed.status == "succeeded", resumed.error_message
+    assert resumed.attempts == 2
+    assert resumed.resumed_from_step in (8, 12)  # the last checkpoint before the kill
+    assert len(outputs(resumed, "model")) == 1
+    assert len([e for e in stack.client.events(killed) if e["type"] == "resumed"]) == 1
+
+    uninterrupted = stack.wait(stack.client.submit("dcgan", spec), timeout=300)
+    assert uninterrupted.attempts == 1 and uninterrupted.resumed_from_step is None
+    final = "epoch_0002.png"
+    assert sha(outputs(resumed, "sample")[final]) == sha(outputs(uninterrupted, "sample")[final])
+
+
+def test_warm_worker_reuses_its_models_and_gets_the_same_result(stack: Stack) -> None:
+    spec = {**TINY, "latent_dim": 12, "epochs": 1, "steps_per_epoch": 2, "deterministic": True}
+    seen_pids: set[int] = set()
+    warm_jobs = 0
+    grids = set()
+    # Three jobs on two worker processes: at least one lands where the models exist.
+    for _ in range(3):
+        job_id = stack.client.submit("dcgan", spec)
+        view = stack.wait(job_id, timeout=240)
+        events = stack.client.events(job_id)
+        pid = next(e["pid"] for e in events if e["type"] == "started")
+        cache = next(e for e in events if e["type"] == "model_cache")
+        if pid in seen_pids:
+            warm_jobs += 1
+            assert (cache["builds"], cache["hits"]) == (0, 1)
+        else:
+            assert (cache["builds"], cache["hits"]) == (1, 0)
+        seen_pids.add(pid)
+        grids.add(sha(outputs(view, "sample")["epoch_0001.png"]))
+    assert warm_jobs >= 1
+    assert len(grids) == 1  # cold and warm starts train identically
+
+
+def test_submit_does_not_load_tensorflow_or_celery(stack: Stack) -> None:
+    probe = (
+        "import sys, json; from scheduler.cli import main;"
+        "code = main(['submit', 'dcgan', '--queue', 'parked', '--json']);"
+        "print(json.dumps({'code': code, 'heavy': sorted(m for m in ('tensorflow', 'keras',"
+        " 'celery') if m in sys.modules)}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=stack.env, capture_output=True, text=True, timeout=60
+    )
+    lines = result.stdout.strip().splitlines()
+    job_id = json.loads(lines[0])["id"]
+    assert json.loads(lines[1]) == {"code": 0, "heavy": []}
+    assert stack.client.cancel(job_id) == "cancelled"

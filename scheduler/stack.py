@@ -65,10 +65,18 @@ def start_embedded_redis(settings: Settings) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"embedded Redis did not start in {REDIS_START_SECONDS:g} s")
 
 
-def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", *args], stdin=subprocess.DEVNULL
-    )
+def _spawn(args: list[str], log: Path | None = None) -> subprocess.Popen[bytes]:
+    output = open(log, "ab") if log else None  # noqa: SIM115 - the child owns it from here
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "scheduler.cli", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+        )
+    finally:
+        if output:
+            output.close()
 
 
 def _stop(processes: list[subprocess.Popen[bytes]], grace: float) -> None:
@@ -135,7 +143,10 @@ def stack_running(settings: Settings, workers: int) -> Iterator[None]:
             return
     except (redis.RedisError, OSError):
         pass
-    up = _spawn(["up", "--workers", str(workers)])
+    log = settings.home / "logs" / "up.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"starting the embedded stack (log: {log})", flush=True)
+    up = _spawn(["up", "--workers", str(workers)], log)
     try:
         yield
     finally:

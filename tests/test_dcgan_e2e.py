@@ -133,3 +133,27 @@ def test_submit_does_not_load_tensorflow_or_celery(stack: Stack) -> None:
     job_id = json.loads(lines[0])["id"]
     assert json.loads(lines[1]) == {"code": 0, "heavy": []}
     assert stack.client.cancel(job_id) == "cancelled"
+
+
+def test_bad_dcgan_specs_and_datasets_are_refused_at_submit(stack: Stack, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    before = len(stack.client.list(limit=1000))
+    cases = {
+        "epochs=-1": "field 'epochs': Input should be greater than 0",
+        "batch_size=0": "field 'batch_size': Input should be greater than 0",
+        "image_size=30": "image_size must be a multiple of 4",
+        f"dataset={empty}": str(empty),
+        f"dataset={corrupt}": "a.png",
+        "dataset=imagenet21k": "imagenet21k",
+    }
+    for assignment, expected in cases.items():
+        result = stack.cli("submit", "dcgan", "--set", assignment)
+        assert result.returncode == 2, assignment
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("atelier: error: dcgan: "), result.stderr
+        assert expected in lines[0], (assignment, lines[0])
+    assert len(stack.client.list(limit=1000)) == before

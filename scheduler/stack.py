@@ -14,7 +14,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -93,6 +94,22 @@ def _stop(processes: list[subprocess.Popen[bytes]], grace: float) -> None:
             process.wait()
 
 
+@dataclass
+class Child:
+    """A process `atelier up` keeps running: started again whenever it exits."""
+
+    name: str
+    start: Callable[[], subprocess.Popen[bytes]]
+    process: subprocess.Popen[bytes] | None = None
+
+    def keep_alive(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            return
+        if self.process is not None:
+            log.warning("%s exited (%s); starting it again", self.name, self.process.returncode)
+        self.process = self.start()
+
+
 def run_stack(settings: Settings, workers: int, queues: list[str]) -> int:
     ensure_current(settings.database_url)
     stopping = False
@@ -104,31 +121,28 @@ def run_stack(settings: Settings, workers: int, queues: list[str]) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
 
-    redis_process = start_embedded_redis(settings) if settings.embedded_broker else None
-    scheduler = _spawn(["scheduler"])
+    worker_args = ["--queues", ",".join(queues)]
+    broker = [Child("redis", lambda: start_embedded_redis(settings))]
+    scheduler = [Child("scheduler", lambda: _spawn(["scheduler"]))]
     pool = [
-        _spawn(["worker", "--name", f"w{i}", "--queues", ",".join(queues)]) for i in range(workers)
+        Child(f"worker w{i}", lambda i=i: _spawn(["worker", "--name", f"w{i}", *worker_args]))
+        for i in range(workers)
     ]
+    children = (broker if settings.embedded_broker else []) + scheduler + pool
     print(
         f"atelier up: scheduler and {workers} worker(s); home {settings.home}; Ctrl-C to stop",
         flush=True,
     )
     try:
         while not stopping:
-            if scheduler.poll() is not None:
-                log.error("the scheduler exited (%s); stopping", scheduler.returncode)
-                break
-            for i, worker in enumerate(pool):
-                if worker.poll() is not None and not stopping:
-                    log.warning("worker w%d exited (%s); restarting it", i, worker.returncode)
-                    pool[i] = _spawn(["worker", "--name", f"w{i}", "--queues", ",".join(queues)])
+            for child in children:
+                child.keep_alive()
             time.sleep(0.2)
     finally:
-        _stop(pool, WORKER_STOP_GRACE_SECONDS)
-        _stop([scheduler], 10)
-        if redis_process is not None:
-            _stop([redis_process], 10)
-            Path(settings.redis_socket).unlink(missing_ok=True)
+        # Workers first, so their jobs can checkpoint while Redis and the database are up.
+        for group, grace in ((pool, WORKER_STOP_GRACE_SECONDS), (scheduler, 10), (broker, 10)):
+            _stop([c.process for c in group if c.process is not None], grace)
+        settings.redis_socket.unlink(missing_ok=True)
     return 0
 
 

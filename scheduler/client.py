@@ -28,6 +28,8 @@ class JobNotFound(LookupError):
 
 @dataclass(frozen=True)
 class OutputView:
+    id: int
+    """A model output's id names its job in a sampler's `model` field."""
     role: str
     name: str
     path: str
@@ -92,7 +94,7 @@ class Client:
         queue: str | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> str:
-        valid = validate_spec(kind, spec or {})
+        valid = validate_spec(kind, spec or {}, self.settings)
         if max_attempts < 1:
             raise SpecError(f"max attempts must be at least 1, got {max_attempts}")
         with self.sessions.begin() as session:
@@ -123,11 +125,11 @@ class Client:
         for field, producers in valid.model_inputs.items():
             if values.get(field) is None:
                 continue
-            try:
-                source = session.get(Job, self._resolve(session, str(values[field])))
-            except JobNotFound:
-                raise SpecError(f"{kind}: field {field!r}: no job {values[field]!r}") from None
-            assert source is not None
+            source = self._model_source(session, str(values[field]))
+            if source is None:
+                raise SpecError(
+                    f"{kind}: field {field!r}: no job or model output {values[field]!r}"
+                )
             if source.kind not in producers:
                 allowed = ", ".join(producers)
                 raise SpecError(
@@ -140,6 +142,21 @@ class Client:
             if source.status != JobStatus.SUCCEEDED:
                 waits_for.add(source.id)
         return values, waits_for
+
+    def _model_source(self, session: Session, reference: str) -> Job | None:
+        """The job a `model` field names: a job id, a unique prefix of one, or the id of
+        one of the job's model outputs (`#12` or `12`, as `atelier outputs` shows)."""
+        try:
+            return session.get(Job, self._resolve(session, reference))
+        except JobNotFound:
+            pass
+        number = reference.removeprefix("#")
+        if not number.isdigit():
+            return None
+        output = session.get(Output, int(number))
+        if output is None or output.role != "model":
+            return None
+        return session.get(Job, output.job_id)
 
     def _dependency(self, session: Session, after: str) -> str:
         dependency = session.get(Job, self._resolve(session, after))
@@ -240,6 +257,7 @@ def _view(job: Job, outputs: list[Output]) -> JobView:
         finished_at=job.finished_at,
         spec=dict(job.spec),
         outputs=[
-            OutputView(o.role, o.name, o.path, o.step, o.epoch, o.sha256, o.bytes) for o in outputs
+            OutputView(o.id, o.role, o.name, o.path, o.step, o.epoch, o.sha256, o.bytes)
+            for o in outputs
         ],
     )

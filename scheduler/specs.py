@@ -8,7 +8,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from scheduler.settings import Settings
 from worker.jobs import load_kind
+from worker.jobs.context import Submission
 
 
 class SpecError(ValueError):
@@ -27,31 +29,48 @@ class ValidSpec:
     """Fields naming another job whose outputs this job reads -> the kinds allowed."""
 
 
-def validate_spec(kind: str, values: dict[str, Any]) -> ValidSpec:
+def validate_spec(kind: str, values: dict[str, Any], settings: Settings) -> ValidSpec:
     try:
         module = load_kind(kind)
     except ValueError as error:
         raise SpecError(str(error)) from None
+    model_inputs = dict(getattr(module, "MODEL_INPUTS", {}))
+    values = job_ids_as_text(values, model_inputs)
     try:
-        spec = module.Spec.model_validate_json(json.dumps(values))
+        spec = module.Spec.model_validate_json(
+            json.dumps(values), context=Submission(outputs_dir=settings.outputs_dir)
+        )
     except ValidationError as error:
         raise SpecError(f"{kind}: {describe(error)}") from None
     return ValidSpec(
         values=spec.model_dump(mode="json"),
         queue=module.DEFAULT_QUEUE,
         input_files=tuple(getattr(module, "INPUT_FILES", ())),
-        model_inputs=dict(getattr(module, "MODEL_INPUTS", {})),
+        model_inputs=model_inputs,
     )
+
+
+def job_ids_as_text(values: dict[str, Any], model_inputs: dict[str, Any]) -> dict[str, Any]:
+    """`--set model=799394` reads an all-digit job id prefix as a number: take it back."""
+    numbers = [
+        field
+        for field in model_inputs
+        if isinstance(values.get(field), int) and not isinstance(values[field], bool)
+    ]
+    return {**values, **{field: str(values[field]) for field in numbers}}
 
 
 def describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors(include_url=False):
-        field = ".".join(str(part) for part in item["loc"]) or "spec"
+        field = ".".join(str(part) for part in item["loc"])
         if item["type"] == "extra_forbidden":
             problems.append(f"unknown field {field!r}")
             continue
         message = item["msg"].removeprefix("Value error, ")
+        if not field:  # a check across fields: its message names them; the input is all
+            problems.append(message)
+            continue
         got = json.dumps(item.get("input"), default=str)
         got = got if len(got) <= 60 else got[:57] + "..."
         problems.append(f"field {field!r}: {message} (got {got})")

@@ -236,7 +236,7 @@ def test_model_references_are_checked_at_submit(stack: Stack) -> None:
     with stack.client.sessions.begin() as session:  # a job of another kind, never run
         other = jobs.create_job(session, kind="dcgan", spec={}, queue="nowhere").id
     cases = {
-        "nothere": "counter: field 'source': no job 'nothere'",
+        "nothere": "counter: field 'source': no job or model output 'nothere'",
         failed: f"counter: field 'source': job {failed} failed",
         other: f"counter: field 'source': job {other} is a dcgan job, expected counter",
     }

@@ -30,6 +30,9 @@ def make_app(settings: Settings) -> Celery:
         # keep it long; the lease check refuses the rare redelivery anyway.
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
         broker_connection_retry_on_startup=True,
+        # A pool process starts by importing TensorFlow (worker.process.PRELOAD): give it
+        # longer than Celery's 4 s before it is declared dead.
+        worker_proc_alive_timeout=120,
         # Task events for Flower.
         worker_send_task_events=True,
         task_send_sent_event=True,

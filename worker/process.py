@@ -3,12 +3,13 @@ when told to shut down, asks its running jobs to checkpoint and hand themselves 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import socket
 import threading
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 
 from db import jobs
 from db.engine import session_factory
@@ -19,6 +20,11 @@ from scheduler.settings import load_settings
 from worker.celery_app import app
 
 log = logging.getLogger("atelier.worker")
+
+PRELOAD = ("keras",)
+"""Imported by each pool process before it takes a job. Loading TensorFlow holds the GIL
+for seconds, which would starve the first job's lease heartbeat; done here, it also
+takes the import off the first job's start."""
 
 
 class Presence(threading.Thread):
@@ -53,6 +59,11 @@ class Presence(threading.Thread):
 def run_worker(name: str, queues: list[str], concurrency: int = 1, loglevel: str = "INFO") -> None:
     nodename = name if "@" in name else f"{name}@{socket.gethostname()}"
     presence = Presence(WorkerSlots(nodename, tuple(queues), concurrency))
+
+    @worker_process_init.connect(weak=False)
+    def _preload(**_: Any) -> None:
+        for module in PRELOAD:
+            importlib.import_module(module)
 
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:

@@ -10,7 +10,9 @@ A job kind is a module with `Spec` (a pydantic model), `DEFAULT_QUEUE` and
   for it; `run` reads its files with `ctx.outputs_of`.
 
 It never imports Celery, Redis or SQLAlchemy; everything it needs from the platform
-comes through the `JobContext` below.
+comes through the `JobContext` below. A validator that needs more than the spec at
+submit (another job's files) finds a `Submission` in pydantic's `info.context`; the
+worker validates again before `run` without it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # numpy stays out of the CLI's imports
     import numpy as np
+
+
+@dataclass(frozen=True)
+class Submission:
+    """Validation context at submit (absent when the worker validates before `run`)."""
+
+    outputs_dir: Path
+    """Where finished jobs' outputs live: `<outputs_dir>/<job id>/<role>/<name>`."""
 
 
 class JobSpec(BaseModel):

@@ -32,6 +32,9 @@ KERAS_DATASETS: dict[str, tuple[int, str]] = {
 }
 DATASET_NAMES = (GLYPHS, *KERAS_DATASETS)
 GLYPHS_DEFAULT_COUNT = 2048
+# Classes of the labelled datasets: the digits 0-9 of glyphs and mnist, the ten clothing
+# classes of fashion_mnist and the ten object classes of cifar10. Image folders have none.
+DATASET_CLASSES: dict[str, int] = {name: 10 for name in DATASET_NAMES}
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
 # Limits for user-supplied image files, checked before any pixel is decoded. Pillow's
@@ -53,6 +56,32 @@ def dataset_channels(dataset: str) -> int:
     if dataset in KERAS_DATASETS:
         return KERAS_DATASETS[dataset][0]
     return 3
+
+
+def dataset_classes(dataset: str) -> int | None:
+    """Number of classes of a labelled dataset; None for a folder of images (no labels)."""
+    return DATASET_CLASSES.get(dataset)
+
+
+def validate_labelled_dataset(value: str) -> str:
+    """`validate_dataset`, and the dataset must have class labels (not an image folder)."""
+    value = validate_dataset(value)
+    if dataset_classes(value) is None:
+        names = ", ".join(DATASET_CLASSES)
+        raise ValueError(
+            f"dataset {value!r} is a folder of images without class labels; "
+            f"a labelled dataset is needed ({names})"
+        )
+    return value
+
+
+def check_labels(labels: list[int], classes: int, what: str = "labels") -> list[int]:
+    """Class labels must be in 0..classes-1; raises ValueError with one line otherwise."""
+    wrong = sorted({label for label in labels if not 0 <= label < classes})
+    if wrong:
+        listed = ", ".join(str(label) for label in wrong)
+        raise ValueError(f"{what} {listed} outside the dataset's classes 0..{classes - 1}")
+    return labels
 
 
 def validate_dataset(value: str) -> str:
@@ -133,8 +162,25 @@ def load_images(
     if dataset == GLYPHS:
         return _render_glyphs(limit or GLYPHS_DEFAULT_COUNT, image_size, seed)[0]
     if dataset in KERAS_DATASETS:
-        return _load_keras_dataset(dataset, image_size, seed, limit)
+        return _load_keras_dataset(dataset, image_size, seed, limit)[0]
     return _load_directory(Path(dataset), image_size, seed, limit)
+
+
+def load_labelled_images(
+    dataset: str, image_size: int, *, seed: int = 0, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`load_images` of a labelled dataset, with the class of each image (int32, (n,)).
+
+    The images are the ones `load_images` gives for the same arguments. Raises
+    JobError("dataset_unlabelled") for an image folder.
+    """
+    if dataset == GLYPHS:
+        pixels, labels = _render_glyphs(limit or GLYPHS_DEFAULT_COUNT, image_size, seed)
+    elif dataset in KERAS_DATASETS:
+        pixels, labels = _load_keras_dataset(dataset, image_size, seed, limit)
+    else:
+        raise JobError("dataset_unlabelled", f"dataset {dataset!r} has no class labels")
+    return pixels, labels.astype(np.int32)
 
 
 def render_glyphs(count: int, image_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -182,11 +228,13 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def _load_keras_dataset(name: str, image_size: int, seed: int, limit: int | None) -> np.ndarray:
+def _load_keras_dataset(
+    name: str, image_size: int, seed: int, limit: int | None
+) -> tuple[np.ndarray, np.ndarray]:
     import keras
 
     try:
-        (images, _), _ = getattr(keras.datasets, name).load_data()
+        (images, labels), _ = getattr(keras.datasets, name).load_data()
     except Exception as exc:  # keras wraps every download failure in a bare Exception
         source = KERAS_DATASETS[name][1]
         raise JobError(
@@ -196,10 +244,11 @@ def _load_keras_dataset(name: str, image_size: int, seed: int, limit: int | None
         ) from None
     if images.ndim == 3:
         images = images[..., np.newaxis]
-    images = images[_subset(len(images), limit, seed)]
+    subset = _subset(len(images), limit, seed)
+    images, labels = images[subset], np.asarray(labels).reshape(-1)[subset]  # cifar10: (n, 1)
     if images.shape[1:3] == (image_size, image_size):
-        return np.ascontiguousarray(images)
-    return np.stack([_resize_array(image, image_size) for image in images])
+        return np.ascontiguousarray(images), labels
+    return np.stack([_resize_array(image, image_size) for image in images]), labels
 
 
 def _load_directory(directory: Path, image_size: int, seed: int, limit: int | None) -> np.ndarray:

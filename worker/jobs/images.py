@@ -1,9 +1,11 @@
-"""Image helpers shared by kinds: float arrays in [0, 1] to uint8 and to PNG bytes."""
+"""Image helpers shared by kinds: float arrays in [0, 1] to uint8 and to PNG bytes; photos
+loaded, pre- and de-processed for the ImageNet backbones."""
 
 from __future__ import annotations
 
 import io
 import math
+import os
 
 import numpy as np
 from PIL import Image
@@ -56,3 +58,57 @@ def grid_png(images: np.ndarray, columns: int | None = None, padding: int = 2) -
         left = padding + (index % columns) * (width + padding)
         canvas[top : top + height, left : left + width] = image
     return png_bytes(canvas)
+
+
+# --- Photos for image-optimisation kinds (style transfer, DeepDream) -------------------
+# Numpy and Pillow only, so specs can read image sizes at submit without TensorFlow.
+
+VGG_BGR_MEAN = (103.939, 116.779, 123.68)  # ImageNet means per channel, BGR order ("caffe")
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) of an image file, from its header (no pixels are decoded)."""
+    with Image.open(path) as image:
+        return image.size
+
+
+def scaled_width(width: int, height: int, target_height: int) -> int:
+    """Width keeping the aspect ratio at `target_height`, rounded as Python's round()."""
+    return round(width * target_height / height)
+
+
+def load_rgb(path: str | os.PathLike[str], size: tuple[int, int] | None = None) -> np.ndarray:
+    """An image file as float32 RGB pixels (height, width, 3) in [0, 255].
+
+    Like keras.utils.load_img + img_to_array: any mode is converted to RGB, and a
+    `size` of (height, width) resizes with nearest-neighbour sampling when it differs.
+    """
+    with Image.open(path) as image:
+        image.load()
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+    if size is not None and rgb.size != (size[1], size[0]):
+        rgb = rgb.resize((size[1], size[0]), Image.Resampling.NEAREST)
+    return np.asarray(rgb, dtype=np.float32)
+
+
+def vgg_preprocess(rgb: np.ndarray) -> np.ndarray:
+    """keras.applications.vgg19.preprocess_input: RGB to BGR, minus the ImageNet means."""
+    return np.asarray(rgb, dtype=np.float32)[..., ::-1] - np.array(VGG_BGR_MEAN, np.float32)
+
+
+def vgg_deprocess(x: np.ndarray) -> np.ndarray:
+    """Inverse of `vgg_preprocess` to uint8 RGB (h, w, 3): clipped, then truncated."""
+    bgr = np.asarray(x, dtype=np.float32).reshape(x.shape[-3:]) + np.float32(VGG_BGR_MEAN)
+    return np.clip(bgr[..., ::-1], 0, 255).astype(np.uint8)
+
+
+def inception_preprocess(rgb: np.ndarray) -> np.ndarray:
+    """keras.applications.inception_v3.preprocess_input: [0, 255] to [-1, 1]."""
+    return np.asarray(rgb, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+def inception_deprocess(x: np.ndarray) -> np.ndarray:
+    """Inverse of `inception_preprocess` to uint8 RGB (h, w, 3): clipped, then truncated."""
+    pixels = np.asarray(x, dtype=np.float32).reshape(x.shape[-3:]) + np.float32(1.0)
+    pixels *= np.float32(127.5)
+    return np.clip(pixels, 0, 255).astype(np.uint8)

@@ -10,29 +10,23 @@ checkpoint therefore repeats the uninterrupted run exactly when op determinism i
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import math
-import shutil
-import tempfile
-from pathlib import Path
-
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework import config as tf_config
 
 from worker.jobs import keras_state
-from worker.jobs.context import Checkpoint, JobContext, JobError
+from worker.jobs.context import JobContext
 from worker.jobs.datasets import load_images
 from worker.jobs.dcgan import Spec
 from worker.jobs.dcgan.model import build_discriminator, build_generator
 from worker.jobs.images import grid_png
+from worker.jobs.reproducibility import configure_randomness
+from worker.jobs.training import EpochLoop, save_models
 
 GENERATED_LABEL, REAL_LABEL = 1.0, 0.0  # the generator is trained towards REAL_LABEL
-# Second seed component of each use of the job seed, so no two uses share numbers.
-GENERATOR_INIT, DISCRIMINATOR_INIT, SAMPLE_LATENTS, DATA_ORDER = 1, 2, 3, 4
-SEED_MODULUS = 2**63  # stateless random keys are int64
+# Second seed component of each use of the job seed, so no two uses share numbers
+# (4 is the data order, in worker.jobs.training).
+GENERATOR_INIT, DISCRIMINATOR_INIT, SAMPLE_LATENTS = 1, 2, 3
 
 
 def cache_key(spec: Spec) -> tuple[str, int, int, int]:
@@ -136,19 +130,8 @@ class DcganModels:
         return tf.stack([d_loss, g_loss])
 
 
-@dataclasses.dataclass
-class Position:
-    """Where training stands: `step` steps of `epoch` are done (epochs count from 1)."""
-
-    epoch: int = 1
-    step: int = 0
-    global_step: int = 0
-    d_loss_sum: float = 0.0  # sums over the finished steps of this epoch
-    g_loss_sum: float = 0.0
-
-
 def train(spec: Spec, ctx: JobContext) -> None:
-    _configure_randomness(spec)
+    configure_randomness(spec.seed, spec.deterministic)
     images = load_images(spec.dataset, spec.image_size, seed=spec.seed, limit=spec.dataset_size)
     models = ctx.cache.get_or_build(
         cache_key(spec), lambda: DcganModels(spec.image_size, spec.channels, spec.latent_dim)
@@ -162,145 +145,31 @@ def train(spec: Spec, ctx: JobContext) -> None:
 class _Trainer:
     def __init__(self, spec: Spec, ctx: JobContext, models: DcganModels, images: np.ndarray):
         self.spec, self.ctx, self.models = spec, ctx, models
-        self.image_count = len(images)
-        self.steps = steps_per_epoch(spec, self.image_count)
-        self.total = spec.epochs * self.steps
         self.data = tf.convert_to_tensor(images)
-        self.seed = spec.seed % SEED_MODULUS
         rng = np.random.default_rng([spec.seed, SAMPLE_LATENTS])
         self.sample_latents = rng.standard_normal((spec.samples, spec.latent_dim), np.float32)
+        self.loop = EpochLoop(
+            spec,
+            ctx,
+            image_count=len(images),
+            metrics=("d_loss", "g_loss"),
+            train_step=self._train_step,
+            state=models.state_arrays,
+            load_state=models.load_state,
+            end_epoch=self._save_grid,
+        )
 
     def run(self) -> None:
-        position = self._resume()
-        while position.epoch <= self.spec.epochs:
-            order = epoch_order(self.spec.seed, position.epoch, self.image_count)
-            while position.step < self.steps:
-                self._step(position, order)
-            position = Position(epoch=position.epoch + 1, global_step=position.global_step)
-        self.ctx.save_output(
-            "model",
-            "generator.keras",
-            functools.partial(save_model, self.models.generator),
-            epoch=self.spec.epochs,
-            step=position.global_step,
-        )
+        step = self.loop.run()
+        generator = {"generator": self.models.generator}
+        save_models(self.ctx, generator, epoch=self.spec.epochs, step=step)
 
-    def _step(self, position: Position, order: np.ndarray) -> None:
-        batch = self.spec.batch_size
-        indices = order[position.step * batch : (position.step + 1) * batch]
-        key = np.array([self.seed, position.global_step], dtype=np.int64)
-        d_loss, g_loss = self.models.train_step(self.data, indices, key).numpy().tolist()
-        if not (math.isfinite(d_loss) and math.isfinite(g_loss)):
-            raise JobError(
-                "nan_loss",
-                f"loss is not finite at epoch {position.epoch}, step {position.global_step + 1} "
-                f"(d_loss={d_loss}, g_loss={g_loss}); try a lower learning_rate",
-            )
-        position.step += 1
-        position.global_step += 1
-        position.d_loss_sum += d_loss
-        position.g_loss_sum += g_loss
-        self.ctx.progress(
-            position.global_step,
-            self.total,
-            epoch=position.epoch,
-            metrics={"d_loss": d_loss, "g_loss": g_loss},
-        )
-        if position.step == self.steps:
-            self._finish_epoch(position)
-        self.ctx.boundary(position.global_step, self._snapshotter(position))
+    def _train_step(self, indices: np.ndarray, key: np.ndarray) -> list[float]:
+        return self.models.train_step(self.data, indices, key).numpy().tolist()
 
-    def _finish_epoch(self, position: Position) -> None:
-        epoch, step = position.epoch, position.global_step
-        means = {
-            "d_loss": position.d_loss_sum / self.steps,
-            "g_loss": position.g_loss_sum / self.steps,
-        }
-        self.ctx.metrics(means, step=step, epoch=epoch)
+    def _save_grid(self, epoch: int, step: int) -> None:
         png = grid_png(self.models.sample(self.sample_latents))
         name = f"epoch_{epoch:04d}.png"
         self.ctx.save_output(
             "sample", name, lambda path: path.write_bytes(png), epoch=epoch, step=step
         )
-
-    def _snapshotter(self, position: Position) -> functools.partial[Checkpoint]:
-        # A finished epoch is saved as the start of the next one.
-        if position.step == self.steps:
-            position = Position(epoch=position.epoch + 1, global_step=position.global_step)
-        return functools.partial(self._snapshot, dataclasses.replace(position))
-
-    def _snapshot(self, position: Position) -> Checkpoint:
-        meta = {
-            "epoch": position.epoch,
-            "step_in_epoch": position.step,
-            "global_step": position.global_step,
-            "d_loss_sum": position.d_loss_sum,
-            "g_loss_sum": position.g_loss_sum,
-            "steps_per_epoch": self.steps,
-            "dataset_images": self.image_count,
-        }
-        return Checkpoint(step=position.global_step, arrays=self.models.state_arrays(), meta=meta)
-
-    def _resume(self) -> Position:
-        checkpoint = self.ctx.restore()
-        if checkpoint is None:
-            return Position()
-        meta = checkpoint.meta
-        saved = (meta.get("dataset_images"), meta.get("steps_per_epoch"))
-        if saved != (self.image_count, self.steps):
-            raise JobError(
-                "checkpoint_mismatch",
-                f"checkpoint was taken with {meta.get('dataset_images')} images and "
-                f"{meta.get('steps_per_epoch')} steps per epoch, the dataset now gives "
-                f"{self.image_count} and {self.steps}",
-            )
-        try:
-            self.models.load_state(dict(checkpoint.arrays))
-        except keras_state.StateMismatch as exc:
-            raise JobError("checkpoint_mismatch", f"cannot resume: {exc}") from None
-        return Position(
-            epoch=int(meta["epoch"]),
-            step=int(meta["step_in_epoch"]),
-            global_step=int(meta["global_step"]),
-            d_loss_sum=float(meta["d_loss_sum"]),
-            g_loss_sum=float(meta["g_loss_sum"]),
-        )
-
-
-def steps_per_epoch(spec: Spec, image_count: int) -> int:
-    """Full batches per epoch (a last partial batch is dropped), capped by the spec."""
-    steps = image_count // spec.batch_size
-    if steps == 0:
-        raise JobError(
-            "dataset_too_small",
-            f"dataset {spec.dataset!r} has {image_count} images, fewer than one batch "
-            f"({spec.batch_size})",
-        )
-    return min(steps, spec.steps_per_epoch or steps)
-
-
-def epoch_order(seed: int, epoch: int, image_count: int) -> np.ndarray:
-    """The shuffled image indices of one epoch, a function of (seed, epoch) only."""
-    rng = np.random.default_rng([seed, DATA_ORDER, epoch])
-    return rng.permutation(image_count).astype(np.int32)
-
-
-def save_model(model: keras.Model, path: Path) -> None:
-    """model.save, also to a path without the .keras suffix Keras insists on."""
-    if path.suffix == ".keras":
-        model.save(path)
-        return
-    with tempfile.TemporaryDirectory() as directory:
-        target = Path(directory) / "model.keras"
-        model.save(target)
-        shutil.move(target, path)
-
-
-def _configure_randomness(spec: Spec) -> None:
-    # Seeds Python, numpy and TensorFlow's global generators for anything that uses them.
-    keras.utils.set_random_seed(spec.seed % 2**32)
-    if spec.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    else:
-        # Op determinism is process-wide; a previous deterministic job must not leave it on.
-        tf_config.disable_op_determinism()

@@ -25,10 +25,33 @@ from scheduler.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get("ATELIER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
-REDIS_TEST_URL = os.environ.get("ATELIER_TEST_REDIS", "redis://127.0.0.1:6379/15")
+# One Redis database per pytest-xdist worker (gw0 -> 15, gw1 -> 14, ...): each flushes its own.
+_XDIST_INDEX = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS_TEST_URL = os.environ.get("ATELIER_TEST_REDIS", f"redis://127.0.0.1:6379/{15 - _XDIST_INDEX}")
 LEASE_SECONDS = 3
 TEST_KINDS = "counter=tests.fixtures.kinds"
 os.environ["ATELIER_EXTRA_KINDS"] = TEST_KINDS  # the client in this process validates them too
+
+
+# Test modules that share session fixtures (trained models) run in one xdist process.
+SHARED_FIXTURE_GROUPS = {
+    "test_sampling": "trained-images",
+    "test_vae": "trained-images",
+    "test_cgan": "trained-images",
+    "test_denoising_ae": "trained-images",
+    "test_text_lm": "trained-text",
+    "test_text_generate": "trained-text",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """With pytest-xdist's `--dist loadgroup` (pyproject.toml), each group runs in one
+    process: a test module, or the modules of a shared group, so their module and
+    session fixtures are built once."""
+    for item in items:
+        module = item.nodeid.partition("::")[0].rpartition("/")[2].removesuffix(".py")
+        item.add_marker(pytest.mark.xdist_group(SHARED_FIXTURE_GROUPS.get(module, module)))
 
 
 def base_env(home: Path) -> dict[str, str]:

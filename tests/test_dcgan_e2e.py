@@ -1,5 +1,6 @@
-"""DCGAN through real worker processes on both backends: outputs, SIGKILL resume with
-identical bytes, and warm workers that reuse their built models."""
+"""DCGAN through real worker processes: training and SIGKILL resume with identical bytes
+on both backends; warm workers that reuse their built models and submit-time checks on
+the embedded stack (the backend plays no part in them)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
@@ -55,12 +57,10 @@ def test_dcgan_trains_and_records_grids_and_generator(stack: Stack) -> None:
     metrics = [e for e in stack.client.events(job_id) if e["type"] == "metrics"]
     assert [m["epoch"] for m in metrics] == [1, 2]
     assert all(m["d_loss"] > 0 and m["g_loss"] > 0 for m in metrics)
+    assert_loadable_generator(outputs(view, "model")["generator.keras"])
 
 
-def test_generator_output_is_a_loadable_keras_model(stack: Stack, tmp_path: Path) -> None:
-    job_id = stack.client.submit("dcgan", {**TINY, "epochs": 1, "steps_per_epoch": 2})
-    view = stack.wait(job_id, timeout=240)
-    model_path = outputs(view, "model")["generator.keras"]
+def assert_loadable_generator(model_path: Path) -> None:
     # In a fresh interpreter: the test process keeps TensorFlow out of its own memory.
     probe = (
         "import keras, numpy as np, sys; m = keras.saving.load_model(sys.argv[1]);"
@@ -96,7 +96,8 @@ def test_sigkill_mid_training_resumes_with_identical_bytes(stack: Stack) -> None
     assert sha(outputs(resumed, "sample")[final]) == sha(outputs(uninterrupted, "sample")[final])
 
 
-def test_warm_worker_reuses_its_models_and_gets_the_same_result(stack: Stack) -> None:
+def test_warm_worker_reuses_its_models_and_gets_the_same_result(embedded_stack: Stack) -> None:
+    stack = embedded_stack
     spec = {**TINY, "latent_dim": 12, "epochs": 1, "steps_per_epoch": 2, "deterministic": True}
     seen_pids: set[int] = set()
     warm_jobs = 0
@@ -119,7 +120,8 @@ def test_warm_worker_reuses_its_models_and_gets_the_same_result(stack: Stack) ->
     assert len(grids) == 1  # cold and warm starts train identically
 
 
-def test_submit_does_not_load_tensorflow_or_celery(stack: Stack) -> None:
+def test_submit_does_not_load_tensorflow_or_celery(embedded_stack: Stack) -> None:
+    stack = embedded_stack
     probe = (
         "import sys, json; from scheduler.cli import main;"
         "code = main(['submit', 'dcgan', '--queue', 'parked', '--json']);"
@@ -135,7 +137,10 @@ def test_submit_does_not_load_tensorflow_or_celery(stack: Stack) -> None:
     assert stack.client.cancel(job_id) == "cancelled"
 
 
-def test_bad_dcgan_specs_and_datasets_are_refused_at_submit(stack: Stack, tmp_path: Path) -> None:
+def test_bad_dcgan_specs_and_datasets_are_refused_at_submit(
+    embedded_stack: Stack, tmp_path: Path
+) -> None:
+    stack = embedded_stack
     empty = tmp_path / "empty"
     empty.mkdir()
     corrupt = tmp_path / "corrupt"
@@ -150,8 +155,9 @@ def test_bad_dcgan_specs_and_datasets_are_refused_at_submit(stack: Stack, tmp_pa
         f"dataset={corrupt}": "a.png",
         "dataset=imagenet21k": "imagenet21k",
     }
-    for assignment, expected in cases.items():
-        result = stack.cli("submit", "dcgan", "--set", assignment)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = pool.map(lambda setting: stack.cli("submit", "dcgan", "--set", setting), cases)
+    for (assignment, expected), result in zip(cases.items(), results, strict=True):
         assert result.returncode == 2, assignment
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("atelier: error: dcgan: "), result.stderr

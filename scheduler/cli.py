@@ -102,6 +102,24 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--name", default="worker")
     worker.add_argument("--queues", default=DEFAULT_QUEUES)
     worker.add_argument("--concurrency", type=int, default=1)
+    worker.add_argument(
+        "--gpus",
+        type=_gpus_option,
+        metavar="LIST|all|any",
+        help="one worker process per GPU (gpu0@host…, concurrency 1, pinned with "
+        "CUDA_VISIBLE_DEVICES): GPU numbers such as 0,1,2,3; `all` detected GPUs; `any` one "
+        "GPU no other worker holds; with no GPU found, one CPU worker",
+    )
+
+    flower = command("flower", cmd_flower, "run Flower (monitoring UI and API) on the broker")
+    flower.add_argument("--port", type=int, default=5555)
+    flower.add_argument("--address", help="interface to listen on (default: all)")
+    flower.add_argument("--url-prefix", help="serve under this path, behind a reverse proxy")
+    flower.add_argument(
+        "--local-only",
+        action="store_true",
+        help="allow running without credentials: listen on 127.0.0.1 only",
+    )
 
     database = command("db", cmd_db, "database schema")
     database.add_argument("action", choices=["upgrade", "current"])
@@ -190,7 +208,7 @@ def _progress_text(view: Any) -> str:
 
 def _output_text(output: Any) -> str:
     where = f"epoch {output.epoch}" if output.epoch is not None else f"step {output.step}"
-    return f"{output.role:<10} {where:<12} {output.path}"
+    return f"#{output.id:<6} {output.role:<10} {where:<12} {output.path}"
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -307,15 +325,38 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gpus_option(value: str) -> str | tuple[int, ...]:
+    from worker.gpus import parse_gpus_option
+
+    return parse_gpus_option(value)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from db.migrate import ensure_current
     from scheduler.settings import load_settings
-    from worker.process import run_worker
 
+    if args.gpus is not None and args.concurrency != 1:
+        raise RuntimeError("--gpus runs one process per GPU with concurrency 1: drop --concurrency")
     _logging()
     ensure_current(load_settings().database_url)
-    run_worker(args.name, args.queues.split(","), args.concurrency)
+    queues = args.queues.split(",")
+    if args.gpus is not None:
+        from worker.gpus import run
+
+        code = run(args.gpus, queues)
+        if code is not None:
+            return code
+    from worker.process import run_worker
+
+    run_worker(args.name, queues, args.concurrency)
     return 0
+
+
+def cmd_flower(args: argparse.Namespace) -> int:
+    from scheduler.flower import run_flower
+
+    _logging()
+    return run_flower(args.port, args.address, args.local_only, args.url_prefix)
 
 
 def cmd_db(args: argparse.Namespace) -> int:

@@ -88,6 +88,8 @@ class RuntimeContext:
         self._pending_progress: dict[str, Any] | None = None
         self._last_progress_write = 0.0
         self._last_progress_event = 0.0
+        self.on_progress: Callable[[dict[str, Any]], None] | None = None
+        """Called with each progress report written (the task adapter shows it in Flower)."""
 
     # --- stop requests ---------------------------------------------------------------
 
@@ -157,6 +159,11 @@ class RuntimeContext:
             if now - self._last_progress_event >= PROGRESS_EVENT_SECONDS:
                 self._last_progress_event = now
                 jobs.add_event(session, self.job_id, "progress", values)
+        if self.on_progress is not None:
+            try:
+                self.on_progress(values)
+            except Exception as error:  # live display only: the database has the progress
+                log.warning("job %s: could not publish progress: %s", self.job_id, error)
 
     def metrics(self, values: Mapping[str, float], *, step: int, epoch: int | None = None) -> None:
         payload = {"step": step, "epoch": epoch, **{k: float(v) for k, v in values.items()}}

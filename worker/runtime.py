@@ -11,8 +11,10 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from types import ModuleType
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -61,8 +63,15 @@ class Heartbeat(threading.Thread):
                 self.ctx.request_stop(StopRequest(stop))
 
 
-def execute(job_id: str, kind: str, owner: str, settings: Settings | None = None) -> str:
-    """Run one delivery of a job; returns what happened (for logs and Flower)."""
+def execute(
+    job_id: str,
+    kind: str,
+    owner: str,
+    settings: Settings | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> str:
+    """Run one delivery of a job; returns what happened (for logs and Flower).
+    `on_progress` receives each progress report written to the database."""
     settings = settings or load_settings()
     sessions = session_factory(settings.database_url)
     with sessions.begin() as session:
@@ -73,6 +82,7 @@ def execute(job_id: str, kind: str, owner: str, settings: Settings | None = None
     if claim.kind != kind:
         log.error("job %s is a %s job delivered as %s", job_id, claim.kind, kind)
     ctx = RuntimeContext(claim, settings, sessions, PROCESS_CACHE)
+    ctx.on_progress = on_progress
     heartbeat = Heartbeat(ctx, sessions, settings.lease_seconds)
     heartbeat.start()
     try:

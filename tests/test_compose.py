@@ -1,0 +1,211 @@
+"""docker-compose.yml, without a Docker engine: Debian's `docker-compose` (1.29) validates it
+against the Compose Specification schema and resolves it; the tests then check the
+properties the production stack promises on the resolved file, and on the source for what
+resolution hides (defaults of secrets)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from scheduler.cli import _parser
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE = REPO / "docker-compose.yml"
+ENV_EXAMPLE = REPO / ".env.example"
+SECRETS = ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH")
+ATELIER_SERVICES = ("migrate", "scheduler", "worker", "worker-cpu", "flower")
+VARIABLE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)")
+
+
+def docker_compose(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    executable = shutil.which("docker-compose")
+    assert executable, "install Debian's docker-compose package (.ci/run does)"
+    return subprocess.run(
+        [executable, "-f", str(COMPOSE), "--env-file", str(env_file), *args],
+        env={"PATH": "/usr/bin:/bin"},  # no REDIS_PASSWORD & co. from the caller's shell
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+
+
+def example_values() -> dict[str, str]:
+    values = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            values[name.strip()] = value
+    return values
+
+
+def env_file(folder: Path, **overrides: str) -> Path:
+    values = {**example_values(), **overrides}
+    path = folder / "test.env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    return path
+
+
+FILLED = {"REDIS_PASSWORD": "r3dis", "POSTGRES_PASSWORD": "p0stgres", "FLOWER_BASIC_AUTH": "a:b"}
+
+
+@pytest.fixture(scope="module")
+def resolved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The file as Compose reads it with .env.example's values and the secrets filled in,
+    every profile on."""
+    folder = tmp_path_factory.mktemp("compose")
+    result = docker_compose(env_file(folder, **FILLED), "--profile", "cpu", "config")
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def source() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_compose_file_is_valid(tmp_path: Path) -> None:
+    result = docker_compose(env_file(tmp_path, **FILLED), "config", "--quiet")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_every_secret_is_required(tmp_path: Path, secret: str) -> None:
+    result = docker_compose(env_file(tmp_path, **{**FILLED, secret: ""}), "config", "--quiet")
+    assert result.returncode != 0
+    assert f"set {secret}" in result.stderr
+
+
+def test_env_example_documents_every_variable_and_holds_no_secret(source: Any) -> None:
+    used = set(VARIABLE.findall(COMPOSE.read_text()))
+    values = example_values()
+    assert used == set(values)
+    assert all(values[secret] == "" for secret in SECRETS)
+    text = ENV_EXAMPLE.read_text()
+    for name in values:  # each variable has a comment right above it
+        assert re.search(rf"#[^\n]*\n(?:[A-Z_]+=[^\n]*\n)*{name}=", text), name
+    assert ".env" in (REPO / ".gitignore").read_text().split()
+
+
+def test_redis_needs_a_password_persists_and_never_evicts(resolved: dict[str, Any]) -> None:
+    redis = resolved["services"]["redis"]
+    command = " ".join(redis["command"]).replace("$$", "$")  # 1.29 prints $ escaped
+    assert '--requirepass "$REDIS_PASSWORD"' in command
+    options = shlex.split(command.split("redis-server", 1)[1])
+    pairs = dict(zip(options[::2], options[1::2], strict=True))
+    assert pairs["--appendonly"] == "yes"
+    assert pairs["--appendfsync"] == "everysec"
+    assert pairs["--maxmemory-policy"] == "noeviction"
+    assert "ports" not in redis
+    assert "redis-cli" in " ".join(redis["healthcheck"]["test"])
+    assert mounts(redis) == {"/data": "redis-data"}
+
+
+def test_postgres_has_a_named_volume_and_a_healthcheck(resolved: dict[str, Any]) -> None:
+    postgres = resolved["services"]["postgres"]
+    assert mounts(postgres) == {"/var/lib/postgresql/data": "postgres-data"}
+    assert "postgres-data" in resolved["volumes"]  # named: survives `down`
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert "ports" not in postgres
+
+
+def test_one_image_services_differ_only_by_command(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    common = ("build", "image", "environment", "volumes", "init")
+    first = services[ATELIER_SERVICES[0]]
+    for name in ATELIER_SERVICES:
+        service = services[name]
+        for key in common:
+            if key == "environment":
+                shared = {k: v for k, v in service[key].items() if k.startswith("ATELIER_")}
+                assert shared == first[key], name
+            else:
+                assert service[key] == first[key], (name, key)
+        assert "entrypoint" not in service and "container_name" not in service
+        # Each command is a valid `atelier` command line (the image's entrypoint).
+        _parser().parse_args(service["command"])
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["atelier"]' in dockerfile and dockerfile.count("FROM ") == 1
+    assert len({tuple(services[n]["command"]) for n in ATELIER_SERVICES}) == len(ATELIER_SERVICES)
+
+
+def test_migrate_runs_once_before_scheduler_and_workers(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    migrate = services["migrate"]
+    assert migrate["command"] == ["db", "upgrade"] and migrate["restart"] == "no"
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("scheduler", "worker", "worker-cpu"):
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully"
+        assert depends["redis"]["condition"] == "service_healthy"
+        assert depends["postgres"]["condition"] == "service_healthy"
+    assert services["scheduler"]["command"] == ["scheduler"]
+    assert "deploy" not in services["scheduler"]  # one instance, no replicas
+
+
+def test_workers_scale_and_stop_warm(resolved: dict[str, Any], source: Any) -> None:
+    services = resolved["services"]
+    worker = services["worker"]
+    [device] = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    # Every replica sees all GPUs and claims one of its own (Docker would give each
+    # replica the same GPU for `count: 1`).
+    assert device["count"] == "all"
+    assert worker["command"][:3] == ["worker", "--gpus", "any"]
+    assert "container_name" not in worker and "ports" not in worker
+    cpu = services["worker-cpu"]
+    assert source["services"]["worker-cpu"]["profiles"] == ["cpu"]
+    assert "deploy" not in cpu and "--gpus" not in cpu["command"]
+    for service in (worker, cpu):
+        assert _seconds(service["stop_grace_period"]) >= 60
+        assert service.get("stop_signal", "SIGTERM") == "SIGTERM"
+        assert service["restart"] == "unless-stopped"
+
+
+def test_workers_share_atelier_home(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    for name in ("migrate", "scheduler", "worker", "worker-cpu"):
+        assert services[name]["environment"]["ATELIER_HOME"] == "/data"
+        assert mounts(services[name])["/data"] == "atelier-data"
+    assert "atelier-data" in resolved["volumes"]
+
+
+def test_flower_requires_credentials_from_the_environment(
+    resolved: dict[str, Any], source: Any
+) -> None:
+    flower = resolved["services"]["flower"]
+    assert flower["command"][0] == "flower"
+    assert not any("auth" in part for part in flower["command"])  # not in `ps`
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == FILLED["FLOWER_BASIC_AUTH"]
+    declared = source["services"]["flower"]["environment"]["FLOWER_BASIC_AUTH"]
+    assert declared.startswith("${FLOWER_BASIC_AUTH:?")  # no default password
+    [port] = flower["ports"]
+    assert port["target"] == 5555 and int(port["published"]) == 5555
+    assert "/healthcheck" in " ".join(flower["healthcheck"]["test"])
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Target -> source of a service's volumes, in short (1.29) or long (v2) syntax."""
+    found = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+        else:
+            source, target = volume["source"], volume["target"]
+        found[target] = source
+    return found
+
+
+def _seconds(duration: str) -> float:
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return sum(
+        float(number) * units[unit] for number, unit in re.findall(r"([\d.]+)(ms|h|m|s)", duration)
+    )

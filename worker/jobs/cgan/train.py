@@ -1,0 +1,174 @@
+"""Training loop of the cgan kind. Imports TensorFlow: loaded by `run` only.
+
+Reproducibility as in the dcgan kind: weights per variable from (seed, network, index),
+each step's latent vectors and label noise from stateless ops keyed by (seed, global
+step), the data order from (seed, epoch), dropout from the discriminator's
+seed-generator state, which the checkpoint holds with all weights and optimizer slots.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from worker.jobs import keras_state
+from worker.jobs.cgan import Spec
+from worker.jobs.cgan.model import build_discriminator, build_generator
+from worker.jobs.context import JobContext
+from worker.jobs.datasets import load_labelled_images
+from worker.jobs.images import grid_png
+from worker.jobs.reproducibility import configure_randomness
+from worker.jobs.sampling import predict
+from worker.jobs.training import EpochLoop, save_models
+
+GENERATED_LABEL, REAL_LABEL = 1.0, 0.0  # the generator is trained towards REAL_LABEL
+# Second seed component of each use of the job seed (4 is the data order).
+GENERATOR_INIT, DISCRIMINATOR_INIT, SAMPLE_LATENTS = 1, 2, 3
+
+
+def cache_key(spec: Spec) -> tuple[str, int, int, int, int]:
+    return ("cgan", spec.image_size, spec.channels, spec.latent_dim, spec.classes)
+
+
+class CganModels:
+    """Per-process cache entry for one shape: both networks, both optimizers and the
+    compiled train step (one trace per entry). `start_job` resets all state."""
+
+    builds = 0
+
+    def __init__(self, image_size: int, channels: int, latent_dim: int, classes: int) -> None:
+        self.latent_dim, self.classes = latent_dim, classes
+        self.generator = build_generator(image_size, channels, latent_dim, classes)
+        self.discriminator = build_discriminator(image_size, channels, classes)
+        self.generator_optimizer = keras.optimizers.Adam()
+        self.discriminator_optimizer = keras.optimizers.Adam()
+        self.generator_optimizer.build(self.generator.trainable_variables)
+        self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+        self.label_noise = tf.Variable(0.0, trainable=False, name="label_noise")
+        self.loss_fn = keras.losses.BinaryCrossentropy()
+        signature = [
+            tf.TensorSpec([None, image_size, image_size, channels], tf.uint8),  # all images
+            tf.TensorSpec([None], tf.int32),  # the class of every image
+            tf.TensorSpec([None], tf.int32),  # indices of this batch
+            tf.TensorSpec([2], tf.int64),  # random key (seed, global step)
+        ]
+        self.train_step = tf.function(self._train_step, input_signature=signature)
+        self.jobs = 0
+        CganModels.builds += 1
+
+    @property
+    def tracing_count(self) -> int:
+        return self.train_step.experimental_get_tracing_count()
+
+    def start_job(self, spec: Spec) -> None:
+        keras_state.reinitialize(self.generator, (spec.seed, GENERATOR_INIT))
+        keras_state.reinitialize(self.discriminator, (spec.seed, DISCRIMINATOR_INIT))
+        keras_state.reset_optimizer(self.generator_optimizer, spec.learning_rate)
+        keras_state.reset_optimizer(self.discriminator_optimizer, spec.learning_rate)
+        self.label_noise.assign(spec.label_noise)
+        self.jobs += 1
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            **keras_state.model_arrays("generator", self.generator),
+            **keras_state.model_arrays("discriminator", self.discriminator),
+            **keras_state.optimizer_arrays("generator_optimizer", self.generator_optimizer),
+            **keras_state.optimizer_arrays("discriminator_optimizer", self.discriminator_optimizer),
+        }
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        keras_state.load_model_arrays("generator", self.generator, arrays)
+        keras_state.load_model_arrays("discriminator", self.discriminator, arrays)
+        keras_state.load_optimizer_arrays(
+            "generator_optimizer",
+            self.generator_optimizer,
+            arrays,
+            self.generator.trainable_variables,
+        )
+        keras_state.load_optimizer_arrays(
+            "discriminator_optimizer",
+            self.discriminator_optimizer,
+            arrays,
+            self.discriminator.trainable_variables,
+        )
+
+    def _train_step(
+        self, data: tf.Tensor, classes: tf.Tensor, indices: tf.Tensor, key: tf.Tensor
+    ) -> tf.Tensor:
+        """One discriminator update, then one generator update, both conditioned on the
+        batch's classes; returns [d_loss, g_loss]."""
+        real = tf.cast(tf.gather(data, indices), tf.float32) / 255.0
+        condition = tf.one_hot(tf.gather(classes, indices), self.classes)
+        count = tf.shape(real)[0]
+        d_key, g_key, noise_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
+
+        latents = tf.random.stateless_normal((count, self.latent_dim), seed=d_key)
+        generated = self.generator([latents, condition], training=True)
+        images = tf.concat([generated, real], axis=0)
+        conditions = tf.concat([condition, condition], axis=0)
+        labels = tf.concat(
+            [tf.fill((count, 1), GENERATED_LABEL), tf.fill((count, 1), REAL_LABEL)], axis=0
+        )
+        labels += self.label_noise * tf.random.stateless_uniform(tf.shape(labels), seed=noise_key)
+        d_variables = self.discriminator.trainable_variables
+        with tf.GradientTape() as tape:
+            predictions = self.discriminator([images, conditions], training=True)
+            d_loss = self.loss_fn(labels, predictions)
+        self.discriminator_optimizer.apply(tape.gradient(d_loss, d_variables), d_variables)
+
+        latents = tf.random.stateless_normal((count, self.latent_dim), seed=g_key)
+        misleading = tf.fill((count, 1), REAL_LABEL)
+        g_variables = self.generator.trainable_variables
+        with tf.GradientTape() as tape:
+            generated = self.generator([latents, condition], training=True)
+            predictions = self.discriminator([generated, condition], training=True)
+            g_loss = self.loss_fn(misleading, predictions)
+        self.generator_optimizer.apply(tape.gradient(g_loss, g_variables), g_variables)
+        return tf.stack([d_loss, g_loss])
+
+
+def class_grid_inputs(latents: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Generator inputs of a grid with one row per class and one column per latent vector."""
+    columns = len(latents)
+    tiled = np.tile(latents, (classes, 1))
+    onehot = np.eye(classes, dtype=np.float32)[np.repeat(np.arange(classes), columns)]
+    return tiled, onehot
+
+
+def train(spec: Spec, ctx: JobContext) -> None:
+    configure_randomness(spec.seed, spec.deterministic)
+    images, labels = load_labelled_images(
+        spec.dataset, spec.image_size, seed=spec.seed, limit=spec.dataset_size
+    )
+    models = ctx.cache.get_or_build(
+        cache_key(spec),
+        lambda: CganModels(spec.image_size, spec.channels, spec.latent_dim, spec.classes),
+    )
+    models.start_job(spec)
+    data, classes = tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
+    rng = np.random.default_rng([spec.seed, SAMPLE_LATENTS])
+    latents = rng.standard_normal((spec.samples_per_class, spec.latent_dim), np.float32)
+    grid_inputs = class_grid_inputs(latents, spec.classes)
+
+    def train_step(indices: np.ndarray, key: np.ndarray) -> list[float]:
+        return models.train_step(data, classes, indices, key).numpy().tolist()
+
+    def save_grid(epoch: int, step: int) -> None:
+        png = grid_png(predict(models.generator, grid_inputs), columns=spec.samples_per_class)
+        name = f"epoch_{epoch:04d}.png"
+        ctx.save_output("sample", name, lambda path: path.write_bytes(png), epoch=epoch, step=step)
+
+    loop = EpochLoop(
+        spec,
+        ctx,
+        image_count=len(images),
+        metrics=("d_loss", "g_loss"),
+        train_step=train_step,
+        state=models.state_arrays,
+        load_state=models.load_state,
+        end_epoch=save_grid,
+    )
+    del images, labels
+    step = loop.run()
+    save_models(ctx, {"generator": models.generator}, epoch=spec.epochs, step=step)

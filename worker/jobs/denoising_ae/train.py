@@ -1,0 +1,134 @@
+"""Model and training loop of the denoising-ae kind. Imports TensorFlow: run only.
+
+Reproducibility as in the dcgan kind: weights from (seed, index), each step's noise from
+a stateless generator keyed by (seed, global step), the data order from (seed, epoch),
+the preview's noise from (seed, PREVIEW_NOISE); checkpoints hold weights and optimizer
+slots.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from worker.jobs import keras_state
+from worker.jobs.context import JobContext
+from worker.jobs.datasets import load_images
+from worker.jobs.denoising_ae import Spec
+from worker.jobs.images import grid_png
+from worker.jobs.reproducibility import configure_randomness
+from worker.jobs.sampling import predict
+from worker.jobs.training import EpochLoop, save_models
+
+# Second seed component of each use of the job seed (4 is the data order).
+AUTOENCODER_INIT, PREVIEW_NOISE = 1, 2
+
+
+def build_autoencoder(image_size: int, channels: int, encoding_dim: int) -> keras.Model:
+    """Image -> flattened pixels -> ReLU code (encoding_dim) -> sigmoid pixels -> image."""
+    shape = (image_size, image_size, channels)
+    return keras.Sequential(
+        [
+            keras.Input(shape=shape),
+            layers.Flatten(),
+            layers.Dense(encoding_dim, activation="relu", name="code"),
+            layers.Dense(image_size * image_size * channels, activation="sigmoid"),
+            layers.Reshape(shape),
+        ],
+        name="autoencoder",
+    )
+
+
+def cache_key(spec: Spec) -> tuple[str, int, int, int]:
+    return ("denoising-ae", spec.image_size, spec.channels, spec.encoding_dim)
+
+
+class DenoisingModels:
+    """Per-process cache entry for one shape: autoencoder, optimizer, compiled step."""
+
+    builds = 0
+
+    def __init__(self, image_size: int, channels: int, encoding_dim: int) -> None:
+        self.autoencoder = build_autoencoder(image_size, channels, encoding_dim)
+        self.optimizer = keras.optimizers.Adam()
+        self.optimizer.build(self.autoencoder.trainable_variables)
+        self.noise_factor = tf.Variable(0.0, trainable=False, name="noise_factor")
+        signature = [
+            tf.TensorSpec([None, image_size, image_size, channels], tf.uint8),  # all images
+            tf.TensorSpec([None], tf.int32),  # indices of this batch
+            tf.TensorSpec([2], tf.int64),  # random key (seed, global step)
+        ]
+        self.train_step = tf.function(self._train_step, input_signature=signature)
+        self.jobs = 0
+        DenoisingModels.builds += 1
+
+    @property
+    def tracing_count(self) -> int:
+        return self.train_step.experimental_get_tracing_count()
+
+    def start_job(self, spec: Spec) -> None:
+        keras_state.reinitialize(self.autoencoder, (spec.seed, AUTOENCODER_INIT))
+        keras_state.reset_optimizer(self.optimizer, spec.learning_rate)
+        self.noise_factor.assign(spec.noise_factor)
+        self.jobs += 1
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            **keras_state.model_arrays("autoencoder", self.autoencoder),
+            **keras_state.optimizer_arrays("optimizer", self.optimizer),
+        }
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        keras_state.load_model_arrays("autoencoder", self.autoencoder, arrays)
+        keras_state.load_optimizer_arrays(
+            "optimizer", self.optimizer, arrays, self.autoencoder.trainable_variables
+        )
+
+    def _train_step(self, data: tf.Tensor, indices: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
+        """One Adam step from noisy to clean images; returns [loss] (mean squared error)."""
+        clean = tf.cast(tf.gather(data, indices), tf.float32) / 255.0
+        noisy = clean + self.noise_factor * tf.random.stateless_normal(tf.shape(clean), seed=key)
+        variables = self.autoencoder.trainable_variables
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(clean - self.autoencoder(noisy, training=True)))
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        return tf.reshape(loss, [1])
+
+
+def train(spec: Spec, ctx: JobContext) -> None:
+    configure_randomness(spec.seed, spec.deterministic)
+    images = load_images(spec.dataset, spec.image_size, seed=spec.seed, limit=spec.dataset_size)
+    models = ctx.cache.get_or_build(
+        cache_key(spec),
+        lambda: DenoisingModels(spec.image_size, spec.channels, spec.encoding_dim),
+    )
+    models.start_job(spec)
+    data = tf.convert_to_tensor(images)
+    clean = images[: spec.samples].astype(np.float32) / 255.0
+    rng = np.random.default_rng([spec.seed, PREVIEW_NOISE])
+    noisy = (clean + spec.noise_factor * rng.standard_normal(clean.shape)).astype(np.float32)
+
+    def train_step(indices: np.ndarray, key: np.ndarray) -> list[float]:
+        return models.train_step(data, indices, key).numpy().tolist()
+
+    def save_preview(epoch: int, step: int) -> None:
+        rows = np.concatenate([noisy, predict(models.autoencoder, noisy), clean])
+        png = grid_png(rows, columns=len(clean))
+        name = f"epoch_{epoch:04d}.png"
+        ctx.save_output("sample", name, lambda path: path.write_bytes(png), epoch=epoch, step=step)
+
+    loop = EpochLoop(
+        spec,
+        ctx,
+        image_count=len(images),
+        metrics=("loss",),
+        train_step=train_step,
+        state=models.state_arrays,
+        load_state=models.load_state,
+        end_epoch=save_preview,
+    )
+    del images
+    step = loop.run()
+    save_models(ctx, {"autoencoder": models.autoencoder}, epoch=spec.epochs, step=step)

@@ -48,7 +48,7 @@ costs). What is timed, the same way for both:
 - steps per CPU second over the same window as the steady rate: CPU time of all threads
   of this process (TensorFlow's pools, tf.data, the heartbeat). On a shared machine,
   other processes' load moves wall time a lot and this little; read both.
-- checkpoint share: time inside checkpoint saves (the snapshot's `state_arrays()`, the
+- checkpoint share: time inside checkpoint saves (the snapshot's `state.arrays()`, the
   .npz write, fsyncs and renames, hashing and recording the output) over the job's wall
   time (`execute` from claim to the recorded success); and per checkpoint interval,
   which is what a long job pays: save / (save + checkpoint_every steps at the steady

@@ -12,6 +12,7 @@ counter, so saving and restoring it makes dropout masks repeat exactly after a r
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -24,6 +25,30 @@ INITIALIZER_ATTRIBUTES = {"recurrent_kernel": "recurrent_initializer"}
 
 class StateMismatch(ValueError):
     """Saved arrays do not fit the model or optimizer they are loaded into."""
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    """Everything a training checkpoint holds: models and optimizers by name (the
+    prefix of their arrays), each optimizer with the variables it trains."""
+
+    models: Mapping[str, keras.Model]
+    optimizers: Mapping[str, tuple[keras.optimizers.Optimizer, Sequence[Any]]]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        arrays: dict[str, np.ndarray] = {}
+        for name, model in self.models.items():
+            arrays.update(model_arrays(name, model))
+        for name, (optimizer, _) in self.optimizers.items():
+            arrays.update(optimizer_arrays(name, optimizer))
+        return arrays
+
+    def load(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Assign arrays saved by `arrays()`; raises StateMismatch if they don't fit."""
+        for name, model in self.models.items():
+            load_model_arrays(name, model, arrays)
+        for name, (optimizer, variables) in self.optimizers.items():
+            load_optimizer_arrays(name, optimizer, arrays, variables)
 
 
 def model_arrays(prefix: str, model: keras.Model) -> dict[str, np.ndarray]:

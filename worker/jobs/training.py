@@ -17,7 +17,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -79,17 +79,7 @@ class ImageTrainingSpec(CheckpointedSpec):
         return dataset_channels(self.dataset)
 
 
-class LoopSpec(Protocol):
-    """The spec fields the loop reads (the dcgan spec has them without the base class)."""
-
-    dataset: str
-    epochs: int
-    batch_size: int
-    steps_per_epoch: int | None
-    seed: int
-
-
-def steps_per_epoch(spec: LoopSpec, image_count: int) -> int:
+def steps_per_epoch(spec: ImageTrainingSpec, image_count: int) -> int:
     """Full batches per epoch (a last partial batch is dropped), capped by the spec."""
     steps = image_count // spec.batch_size
     if steps == 0:
@@ -134,7 +124,7 @@ class EpochLoop:
 
     def __init__(
         self,
-        spec: LoopSpec,
+        spec: ImageTrainingSpec,
         ctx: JobContext,
         *,
         image_count: int,

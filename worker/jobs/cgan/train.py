@@ -47,6 +47,19 @@ class CganModels:
         self.discriminator_optimizer.build(self.discriminator.trainable_variables)
         self.label_noise = tf.Variable(0.0, trainable=False, name="label_noise")
         self.loss_fn = keras.losses.BinaryCrossentropy()
+        self.state = keras_state.TrainingState(
+            models={"generator": self.generator, "discriminator": self.discriminator},
+            optimizers={
+                "generator_optimizer": (
+                    self.generator_optimizer,
+                    self.generator.trainable_variables,
+                ),
+                "discriminator_optimizer": (
+                    self.discriminator_optimizer,
+                    self.discriminator.trainable_variables,
+                ),
+            },
+        )
         signature = [
             tf.TensorSpec([None, image_size, image_size, channels], tf.uint8),  # all images
             tf.TensorSpec([None], tf.int32),  # the class of every image
@@ -68,30 +81,6 @@ class CganModels:
         keras_state.reset_optimizer(self.discriminator_optimizer, spec.learning_rate)
         self.label_noise.assign(spec.label_noise)
         self.jobs += 1
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        return {
-            **keras_state.model_arrays("generator", self.generator),
-            **keras_state.model_arrays("discriminator", self.discriminator),
-            **keras_state.optimizer_arrays("generator_optimizer", self.generator_optimizer),
-            **keras_state.optimizer_arrays("discriminator_optimizer", self.discriminator_optimizer),
-        }
-
-    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        keras_state.load_model_arrays("generator", self.generator, arrays)
-        keras_state.load_model_arrays("discriminator", self.discriminator, arrays)
-        keras_state.load_optimizer_arrays(
-            "generator_optimizer",
-            self.generator_optimizer,
-            arrays,
-            self.generator.trainable_variables,
-        )
-        keras_state.load_optimizer_arrays(
-            "discriminator_optimizer",
-            self.discriminator_optimizer,
-            arrays,
-            self.discriminator.trainable_variables,
-        )
 
     def _train_step(
         self, data: tf.Tensor, classes: tf.Tensor, indices: tf.Tensor, key: tf.Tensor
@@ -165,8 +154,8 @@ def train(spec: Spec, ctx: JobContext) -> None:
         image_count=len(images),
         metrics=("d_loss", "g_loss"),
         train_step=train_step,
-        state=models.state_arrays,
-        load_state=models.load_state,
+        state=models.state.arrays,
+        load_state=models.state.load,
         end_epoch=save_grid,
     )
     del images, labels

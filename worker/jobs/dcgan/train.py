@@ -53,6 +53,19 @@ class DcganModels:
         self.discriminator_optimizer.build(self.discriminator.trainable_variables)
         self.label_noise = tf.Variable(0.0, trainable=False, name="label_noise")
         self.loss_fn = keras.losses.BinaryCrossentropy()
+        self.state = keras_state.TrainingState(
+            models={"generator": self.generator, "discriminator": self.discriminator},
+            optimizers={
+                "generator_optimizer": (
+                    self.generator_optimizer,
+                    self.generator.trainable_variables,
+                ),
+                "discriminator_optimizer": (
+                    self.discriminator_optimizer,
+                    self.discriminator.trainable_variables,
+                ),
+            },
+        )
         # A fixed signature: one trace per entry, whatever the job's data or seed.
         signature = [
             tf.TensorSpec([None, image_size, image_size, channels], tf.uint8),  # all images
@@ -75,30 +88,6 @@ class DcganModels:
         keras_state.reset_optimizer(self.discriminator_optimizer, spec.learning_rate)
         self.label_noise.assign(spec.label_noise)
         self.jobs += 1
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        return {
-            **keras_state.model_arrays("generator", self.generator),
-            **keras_state.model_arrays("discriminator", self.discriminator),
-            **keras_state.optimizer_arrays("generator_optimizer", self.generator_optimizer),
-            **keras_state.optimizer_arrays("discriminator_optimizer", self.discriminator_optimizer),
-        }
-
-    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        keras_state.load_model_arrays("generator", self.generator, arrays)
-        keras_state.load_model_arrays("discriminator", self.discriminator, arrays)
-        keras_state.load_optimizer_arrays(
-            "generator_optimizer",
-            self.generator_optimizer,
-            arrays,
-            self.generator.trainable_variables,
-        )
-        keras_state.load_optimizer_arrays(
-            "discriminator_optimizer",
-            self.discriminator_optimizer,
-            arrays,
-            self.discriminator.trainable_variables,
-        )
 
     def sample(self, latents: np.ndarray) -> np.ndarray:
         return self.generator(latents, training=False).numpy()
@@ -154,8 +143,8 @@ class _Trainer:
             image_count=len(images),
             metrics=("d_loss", "g_loss"),
             train_step=self._train_step,
-            state=models.state_arrays,
-            load_state=models.load_state,
+            state=models.state.arrays,
+            load_state=models.state.load,
             end_epoch=self._save_grid,
         )
 

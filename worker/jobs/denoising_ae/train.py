@@ -54,6 +54,10 @@ class DenoisingModels:
         self.autoencoder = build_autoencoder(image_size, channels, encoding_dim)
         self.optimizer = keras.optimizers.Adam()
         self.optimizer.build(self.autoencoder.trainable_variables)
+        self.state = keras_state.TrainingState(
+            models={"autoencoder": self.autoencoder},
+            optimizers={"optimizer": (self.optimizer, self.autoencoder.trainable_variables)},
+        )
         self.noise_factor = tf.Variable(0.0, trainable=False, name="noise_factor")
         signature = [
             tf.TensorSpec([None, image_size, image_size, channels], tf.uint8),  # all images
@@ -73,18 +77,6 @@ class DenoisingModels:
         keras_state.reset_optimizer(self.optimizer, spec.learning_rate)
         self.noise_factor.assign(spec.noise_factor)
         self.jobs += 1
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        return {
-            **keras_state.model_arrays("autoencoder", self.autoencoder),
-            **keras_state.optimizer_arrays("optimizer", self.optimizer),
-        }
-
-    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        keras_state.load_model_arrays("autoencoder", self.autoencoder, arrays)
-        keras_state.load_optimizer_arrays(
-            "optimizer", self.optimizer, arrays, self.autoencoder.trainable_variables
-        )
 
     def _train_step(self, data: tf.Tensor, indices: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
         """One Adam step from noisy to clean images; returns [loss] (mean squared error)."""
@@ -125,8 +117,8 @@ def train(spec: Spec, ctx: JobContext) -> None:
         image_count=len(images),
         metrics=("loss",),
         train_step=train_step,
-        state=models.state_arrays,
-        load_state=models.load_state,
+        state=models.state.arrays,
+        load_state=models.state.load,
         end_epoch=save_preview,
     )
     del images

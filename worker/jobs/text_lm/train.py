@@ -86,6 +86,10 @@ class TextLmModels:
             rows = tf.TensorSpec([None, None], tf.int32)  # the padded pieces
         self.optimizer = keras.optimizers.RMSprop()
         self.optimizer.build(self.model.trainable_variables)
+        self.state = keras_state.TrainingState(
+            models={"model": self.model},
+            optimizers={"optimizer": (self.optimizer, self.model.trainable_variables)},
+        )
         self.window = tf.Variable(spec.window, trainable=False, name="window", dtype=tf.int32)
         # A fixed signature: one trace per entry, whatever the job's data or seed.
         signature = [rows, tf.TensorSpec([None], tf.int32)]  # all rows, this batch's rows
@@ -104,18 +108,6 @@ class TextLmModels:
         keras_state.reset_optimizer(self.optimizer, spec.learning_rate)
         self.window.assign(spec.window)
         self.jobs += 1
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        return {
-            **keras_state.model_arrays("model", self.model),
-            **keras_state.optimizer_arrays("optimizer", self.optimizer),
-        }
-
-    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        keras_state.load_model_arrays("model", self.model, arrays)
-        keras_state.load_optimizer_arrays(
-            "optimizer", self.optimizer, arrays, self.model.trainable_variables
-        )
 
     def _train_step(self, data: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
         """One RMSprop update on the batch of `rows`; returns its mean loss."""
@@ -336,7 +328,7 @@ class _Trainer:
             "data_sha256": self.corpus.digest,
             "vocabulary": self.corpus.vocabulary.tokens,
         }
-        return Checkpoint(step=position.global_step, arrays=self.models.state_arrays(), meta=meta)
+        return Checkpoint(step=position.global_step, arrays=self.models.state.arrays(), meta=meta)
 
     def _resume(self, checkpoint: Checkpoint | None) -> Position:
         if checkpoint is None:
@@ -352,7 +344,7 @@ class _Trainer:
                 f"{self.corpus.rows} and {self.steps}): did the corpus change?",
             )
         try:
-            self.models.load_state(dict(checkpoint.arrays))
+            self.models.state.load(dict(checkpoint.arrays))
         except keras_state.StateMismatch as exc:
             raise JobError("checkpoint_mismatch", f"cannot resume: {exc}") from None
         return Position(

@@ -46,6 +46,10 @@ class VaeModels:
         self.variables = self.encoder.trainable_variables + self.decoder.trainable_variables
         self.optimizer = keras.optimizers.Adam()
         self.optimizer.build(self.variables)
+        self.state = keras_state.TrainingState(
+            models={"encoder": self.encoder, "decoder": self.decoder},
+            optimizers={"optimizer": (self.optimizer, self.variables)},
+        )
         signature = [
             tf.TensorSpec([None, image_size, image_size, channels], tf.uint8),  # all images
             tf.TensorSpec([None], tf.int32),  # indices of this batch
@@ -64,18 +68,6 @@ class VaeModels:
         keras_state.reinitialize(self.decoder, (spec.seed, DECODER_INIT))
         keras_state.reset_optimizer(self.optimizer, spec.learning_rate)
         self.jobs += 1
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        return {
-            **keras_state.model_arrays("encoder", self.encoder),
-            **keras_state.model_arrays("decoder", self.decoder),
-            **keras_state.optimizer_arrays("optimizer", self.optimizer),
-        }
-
-    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        keras_state.load_model_arrays("encoder", self.encoder, arrays)
-        keras_state.load_model_arrays("decoder", self.decoder, arrays)
-        keras_state.load_optimizer_arrays("optimizer", self.optimizer, arrays, self.variables)
 
     def _train_step(self, data: tf.Tensor, indices: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
         """One Adam step on a batch; returns [total_loss, reconstruction_loss, kl_loss]."""
@@ -115,8 +107,8 @@ def train(spec: Spec, ctx: JobContext) -> None:
         image_count=len(images),
         metrics=METRICS,
         train_step=train_step,
-        state=models.state_arrays,
-        load_state=models.load_state,
+        state=models.state.arrays,
+        load_state=models.state.load,
         end_epoch=save_grid,
     )
     del images  # `data` holds the pixels; don't keep a second copy

@@ -105,7 +105,9 @@ def test_pause_checkpoints_and_resume_continues(stack: Stack) -> None:
 def test_after_waits_for_success_and_cancels_on_failure(stack: Stack) -> None:
     first = stack.submit("counter", steps=10, step_seconds=0.05)
     second = stack.client.submit("counter", {"steps": 2, "step_seconds": 0}, after=first)
-    failing = stack.submit("counter", steps=4, step_seconds=0, nan_at_step=2)
+    # Slow enough to be still pending or running when the orphan names it (an --after a
+    # job that already failed is refused at submit: the test below).
+    failing = stack.submit("counter", steps=4, step_seconds=0.5, nan_at_step=2)
     orphan = stack.client.submit("counter", {"steps": 2}, after=failing)
 
     a, b = stack.wait(first), stack.wait(second)

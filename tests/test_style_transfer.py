@@ -453,6 +453,8 @@ def test_imagenet_weights_offline_fail_at_once_naming_the_file(
     assert backbones.keras_models_dir() == Path(config.keras_home()) / "models"
 
 
+# Keras warns about each VGG19 layer it finds no weights for, then the check refuses the file.
+@pytest.mark.filterwarnings("ignore:Skipping nested container:UserWarning")
 def test_weights_file_of_another_architecture_is_refused(pictures: dict[str, str], tmp_path: Path):
     import keras
 

@@ -488,6 +488,7 @@ def start_training_early(
     if not any("through_" in item.name for item in request.session.items):
         yield
         return
+    tmp_path_factory.getbasetemp()  # creates it here: pytest's first call is not thread-safe
     with ThreadPoolExecutor(max_workers=1) as pool:
         _EARLY.append(pool.submit(_start_and_submit, tmp_path_factory, request))
         yield

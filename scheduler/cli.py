@@ -16,11 +16,12 @@ DEFAULT_QUEUES = "gpu,cpu"
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from scheduler.client import JobNotFound
+    from scheduler.settings import SettingsError
     from scheduler.specs import SpecError
 
     try:
         return args.handler(args)
-    except (SpecError, JobNotFound, TimeoutError, RuntimeError) as error:
+    except (SpecError, SettingsError, JobNotFound, TimeoutError, RuntimeError) as error:
         print(f"atelier: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

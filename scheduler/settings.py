@@ -13,6 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker.model_cache import DEFAULT_MAX_ENTRIES
+
+
+class SettingsError(ValueError):
+    """An ATELIER_* environment variable has a value Atelier cannot use."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -29,6 +35,9 @@ class Settings:
     visibility_timeout_seconds: int
     """Redis redelivers an unacknowledged message after this; must outlast the longest job
     (a redelivery of a job that is still running is refused by its live lease)."""
+    model_cache_entries: int
+    """Built models and compiled steps a worker process keeps between jobs (least
+    recently used dropped first)."""
 
     @property
     def embedded_broker(self) -> bool:
@@ -54,10 +63,28 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         home=home,
         database_url=env.get("ATELIER_DATABASE_URL", f"sqlite:///{home / 'atelier.db'}"),
         broker_url=env.get("ATELIER_BROKER_URL", f"redis+socket://{embedded_socket(home)}"),
-        lease_seconds=float(env.get("ATELIER_LEASE_SECONDS", "60")),
-        retry_backoff_seconds=float(env.get("ATELIER_RETRY_BACKOFF_SECONDS", "30")),
-        visibility_timeout_seconds=int(env.get("ATELIER_VISIBILITY_TIMEOUT_SECONDS", "172800")),
+        lease_seconds=_positive(env, "ATELIER_LEASE_SECONDS", 60.0),
+        retry_backoff_seconds=_positive(env, "ATELIER_RETRY_BACKOFF_SECONDS", 30.0),
+        visibility_timeout_seconds=int(
+            _positive(env, "ATELIER_VISIBILITY_TIMEOUT_SECONDS", 172800)
+        ),
+        model_cache_entries=int(_positive(env, "ATELIER_MODEL_CACHE_ENTRIES", DEFAULT_MAX_ENTRIES)),
     )
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    """A positive number from `env`: whole if `default` is an int."""
+    text = env.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text) if isinstance(default, int) else float(text)
+    except ValueError:
+        value = 0
+    if not value > 0 or value == float("inf"):
+        kind = "whole number" if isinstance(default, int) else "number"
+        raise SettingsError(f"{name} must be a positive {kind}, got {text!r}")
+    return value
 
 
 UNIX_SOCKET_PATH_MAX = 100

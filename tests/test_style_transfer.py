@@ -278,13 +278,13 @@ def test_fast_path_equals_the_reference_computation(
 
     from worker.jobs.images import load_rgb, vgg_preprocess
     from worker.jobs.style_transfer.reference import ReferenceStyleTransfer
-    from worker.jobs.style_transfer.render import model_key
+    from worker.jobs.style_transfer.render import StyleTransferModel
 
     spec = tiny(pictures, backbone_weights=str(vgg19_weights), iterations=4)
     cache = DictCache()
     ctx = LocalContext(tmp_path, cache=cache)
     run(spec, ctx)
-    model = cache.entries[model_key(spec)]
+    [model] = [e for e in cache.entries.values() if isinstance(e, StyleTransferModel)]
 
     backbone = keras.applications.VGG19(include_top=False, weights=str(vgg19_weights))
     content = vgg_preprocess(load_rgb(spec.content, spec.size))[np.newaxis]
@@ -345,6 +345,7 @@ def test_warm_job_reuses_model_and_trace(
 ) -> None:
     """More jobs on the reference run's cache: one with other hyperparameters and seed,
     then the reference spec again, which must compute exactly what the cold run did."""
+    from worker.jobs import backbones
     from worker.jobs.backbones import FeatureExtractor
     from worker.jobs.style_transfer.render import StyleTransferModel, model_key
 
@@ -356,7 +357,11 @@ def test_warm_job_reuses_model_and_trace(
     run(tiny(pictures), warm)
 
     assert (FeatureExtractor.builds, StyleTransferModel.builds) == before
-    key = model_key(tiny(pictures))
+    spec = tiny(pictures)
+    extractor = cache.entries[
+        backbones.cache_key(backbones.VGG19, spec.backbone_weights, spec.layers)
+    ]
+    key = model_key(spec, extractor)
     assert cache.builds[key] == 1 and set(cache.builds.values()) == {1}
     model = cache.entries[key]
     assert model.jobs >= 3
@@ -364,6 +369,22 @@ def test_warm_job_reuses_model_and_trace(
     assert (counts["set_targets"], counts["sgd_step"]) == (1, 1)
     assert losses(warm) == losses(reference)
     assert image_outputs(warm) == image_outputs(reference)
+
+
+def test_a_full_cache_drops_entries_and_rebuilds_them_exactly(
+    pictures: dict[str, str], reference: LocalContext, tmp_path: Path
+) -> None:
+    """A worker whose cache holds one entry: each job rebuilds the backbone and the model
+    (each build pushes the other out) and computes what the reference run did."""
+    from worker.model_cache import ProcessModelCache
+
+    cache = ProcessModelCache(max_entries=1)
+    runs = [LocalContext(tmp_path / str(index), cache=cache) for index in range(2)]
+    for ctx in runs:
+        run(tiny(pictures), ctx)
+    assert (sum(cache.builds.values()), cache.evictions, len(cache.keys())) == (4, 3, 1)
+    for ctx in runs:
+        assert image_outputs(ctx) == image_outputs(reference)
 
 
 def test_lbfgs_lowers_the_loss_faster_and_resumes_exactly(

@@ -81,6 +81,7 @@ def execute(
         return "skipped"
     if claim.kind != kind:
         log.error("job %s is a %s job delivered as %s", job_id, claim.kind, kind)
+    PROCESS_CACHE.max_entries = settings.model_cache_entries
     ctx = RuntimeContext(claim, settings, sessions, PROCESS_CACHE)
     ctx.on_progress = on_progress
     heartbeat = Heartbeat(ctx, sessions, settings.lease_seconds)

@@ -100,7 +100,7 @@ def dream(spec: Spec, ctx: JobContext) -> None:
     )
     extractor.reinitialize(spec.seed, BACKBONE_INIT)
     model = ctx.cache.get_or_build(
-        ("deepdream", *backbones.weights_identity(weights), layers),
+        ("deepdream", id(extractor), layers),  # wraps another entry: see worker.model_cache
         lambda: DreamModel(extractor),
     )
     model.start_job(spec)

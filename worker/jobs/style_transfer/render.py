@@ -151,7 +151,7 @@ def render(spec: Spec, ctx: JobContext) -> None:
     )
     extractor.reinitialize(spec.seed, BACKBONE_INIT)
     model = ctx.cache.get_or_build(
-        model_key(spec),
+        model_key(spec, extractor),
         lambda: StyleTransferModel(extractor, height, width, spec.content_layer, spec.style_layers),
     )
     model.start_job(spec, content, style)
@@ -159,9 +159,9 @@ def render(spec: Spec, ctx: JobContext) -> None:
     runner(spec, ctx, model).run()
 
 
-def model_key(spec: Spec) -> tuple[object, ...]:
-    weights = backbones.weights_identity(spec.backbone_weights)
-    return ("style-transfer", *weights, spec.content_layer, spec.style_layers, *spec.size)
+def model_key(spec: Spec, extractor: backbones.FeatureExtractor) -> tuple[object, ...]:
+    """The compiled model wraps `extractor`, another cache entry (see worker.model_cache)."""
+    return ("style-transfer", id(extractor), spec.content_layer, spec.style_layers, *spec.size)
 
 
 class _Run:

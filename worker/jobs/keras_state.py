@@ -127,6 +127,8 @@ def reset_optimizer(optimizer: keras.optimizers.Optimizer, learning_rate: float)
     the given learning rate (a variable, so traced train steps see the new value)."""
     for var in optimizer.variables:
         var.assign(np.zeros(var.shape, dtype=np.dtype(var.dtype)))
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer.dynamic_scale.assign(optimizer.initial_scale)  # mixed precision
     optimizer.learning_rate = learning_rate
 
 

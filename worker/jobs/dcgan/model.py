@@ -53,7 +53,10 @@ def build_generator(image_size: int, channels: int, latent_dim: int) -> keras.Mo
             layers.Conv2DTranspose(filters, KERNEL_SIZE, strides=2, padding="same"),
             layers.LeakyReLU(negative_slope=LEAK),
         ]
-    stack.append(layers.Conv2D(channels, OUTPUT_KERNEL_SIZE, padding="same", activation="sigmoid"))
+    stack += [
+        layers.Conv2D(channels, OUTPUT_KERNEL_SIZE, padding="same"),
+        layers.Activation("sigmoid", dtype="float32"),  # float32 even with mixed precision
+    ]
     return keras.Sequential(stack, name="generator")
 
 
@@ -66,5 +69,10 @@ def build_discriminator(image_size: int, channels: int) -> keras.Model:
             layers.Conv2D(filters, KERNEL_SIZE, strides=2, padding="same"),
             layers.LeakyReLU(negative_slope=LEAK),
         ]
-    stack += [layers.Flatten(), layers.Dropout(DROPOUT), layers.Dense(1, activation="sigmoid")]
+    stack += [
+        layers.Flatten(),
+        layers.Dropout(DROPOUT),
+        layers.Dense(1),
+        layers.Activation("sigmoid", dtype="float32"),  # float32 even with mixed precision
+    ]
     return keras.Sequential(stack, name="discriminator")

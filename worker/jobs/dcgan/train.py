@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from worker.jobs import keras_state
+from worker.jobs import keras_state, precision
 from worker.jobs.context import JobContext
 from worker.jobs.datasets import load_images
 from worker.jobs.dcgan import Spec
@@ -29,8 +29,8 @@ GENERATED_LABEL, REAL_LABEL = 1.0, 0.0  # the generator is trained towards REAL_
 GENERATOR_INIT, DISCRIMINATOR_INIT, SAMPLE_LATENTS = 1, 2, 3
 
 
-def cache_key(spec: Spec) -> tuple[str, int, int, int]:
-    return ("dcgan", spec.image_size, spec.channels, spec.latent_dim)
+def cache_key(spec: Spec) -> tuple[object, ...]:
+    return ("dcgan", spec.image_size, spec.channels, spec.latent_dim, spec.mixed_precision)
 
 
 class DcganModels:
@@ -43,12 +43,13 @@ class DcganModels:
 
     builds = 0
 
-    def __init__(self, image_size: int, channels: int, latent_dim: int) -> None:
+    def __init__(self, image_size: int, channels: int, latent_dim: int, mixed: bool) -> None:
         self.latent_dim = latent_dim
-        self.generator = build_generator(image_size, channels, latent_dim)
-        self.discriminator = build_discriminator(image_size, channels)
-        self.generator_optimizer = keras.optimizers.Adam()
-        self.discriminator_optimizer = keras.optimizers.Adam()
+        with precision.compute_policy(mixed):
+            self.generator = build_generator(image_size, channels, latent_dim)
+            self.discriminator = build_discriminator(image_size, channels)
+        self.generator_optimizer = precision.optimizer(keras.optimizers.Adam(), mixed)
+        self.discriminator_optimizer = precision.optimizer(keras.optimizers.Adam(), mixed)
         self.generator_optimizer.build(self.generator.trainable_variables)
         self.discriminator_optimizer.build(self.discriminator.trainable_variables)
         self.label_noise = tf.Variable(0.0, trainable=False, name="label_noise")
@@ -107,7 +108,8 @@ class DcganModels:
         d_variables = self.discriminator.trainable_variables
         with tf.GradientTape() as tape:
             d_loss = self.loss_fn(labels, self.discriminator(images, training=True))
-        self.discriminator_optimizer.apply(tape.gradient(d_loss, d_variables), d_variables)
+            d_scaled = self.discriminator_optimizer.scale_loss(d_loss)  # see worker.jobs.precision
+        self.discriminator_optimizer.apply(tape.gradient(d_scaled, d_variables), d_variables)
 
         latents = tf.random.stateless_normal((count, self.latent_dim), seed=g_key)
         misleading = tf.fill((count, 1), REAL_LABEL)
@@ -115,7 +117,8 @@ class DcganModels:
         with tf.GradientTape() as tape:
             generated = self.generator(latents, training=True)
             g_loss = self.loss_fn(misleading, self.discriminator(generated, training=True))
-        self.generator_optimizer.apply(tape.gradient(g_loss, g_variables), g_variables)
+            g_scaled = self.generator_optimizer.scale_loss(g_loss)
+        self.generator_optimizer.apply(tape.gradient(g_scaled, g_variables), g_variables)
         return tf.stack([d_loss, g_loss])
 
 
@@ -123,7 +126,8 @@ def train(spec: Spec, ctx: JobContext) -> None:
     configure_randomness(spec.seed, spec.deterministic)
     images = load_images(spec.dataset, spec.image_size, seed=spec.seed, limit=spec.dataset_size)
     models = ctx.cache.get_or_build(
-        cache_key(spec), lambda: DcganModels(spec.image_size, spec.channels, spec.latent_dim)
+        cache_key(spec),
+        lambda: DcganModels(spec.image_size, spec.channels, spec.latent_dim, spec.mixed_precision),
     )
     models.start_job(spec)
     trainer = _Trainer(spec, ctx, models, images)

@@ -254,41 +254,6 @@ def test_stopped_and_resumed_run_matches(
     assert_same_result(resumed, reference)
 
 
-def test_mixed_precision_computes_in_float16_and_resumes_exactly(tmp_path: Path) -> None:
-    """float16 layers with float32 weights and outputs, loss-scaled optimizers whose
-    scale the checkpoint carries: a resumed mixed run ends with the uninterrupted bytes."""
-    import keras
-
-    from worker.jobs.dcgan.train import cache_key
-
-    # 16 px, batch 4: float16 convolutions are slow on CPUs (fast on the GPUs it is for).
-    spec = tiny(mixed_precision=True, image_size=16, batch_size=4)
-    assert cache_key(spec) != cache_key(spec.model_copy(update={"mixed_precision": False}))
-    cache = DictCache()
-    whole = LocalContext(tmp_path / "whole", cache=cache)
-    run(spec, whole)
-    assert keras.config.dtype_policy().name == "float32"  # the process default is kept
-    [models] = cache.entries.values()
-    for model in (models.generator, models.discriminator):
-        convolution = next(layer for layer in model.layers if "conv" in layer.name)
-        assert (convolution.compute_dtype, convolution.variable_dtype) == ("float16", "float32")
-        assert model.outputs[0].dtype == "float32"
-    optimizer = models.generator_optimizer
-    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-    assert float(optimizer.dynamic_scale.numpy()) > 1  # it scaled the losses
-    assert all(math.isfinite(v) for call in whole.progress_calls for v in call.metrics.values())
-
-    first = LocalContext(tmp_path / "split", stop_at=4)
-    with pytest.raises(StopRequested):
-        run(spec, first)
-    resumed = LocalContext(tmp_path / "split")  # a fresh cache: the scale comes from the checkpoint
-    run(spec, resumed)
-    assert_same_result(resumed, whole)
-
-    models.start_job(spec)  # the next job on this cache starts from the initial scale
-    assert float(optimizer.dynamic_scale.numpy()) == optimizer.initial_scale
-
-
 def test_crashed_run_resumes_from_last_checkpoint(reference: LocalContext, tmp_path: Path) -> None:
     crashed = LocalContext(tmp_path, checkpoint_every=2, crash_at=5)
     with pytest.raises(SimulatedCrash):

@@ -182,7 +182,7 @@ def test_warm_cache_is_reset_between_jobs(reference: LocalContext, tmp_path: Pat
     run(tiny(), warm)
     (key,) = cache.entries
     models = cache.entries[key]
-    assert isinstance(models, train.VaeModels) and key == ("vae", 16, 1, 2)
+    assert isinstance(models, train.VaeModels) and key == ("vae", 16, 1, 2, False)
     assert models.jobs == 2 and models.tracing_count == 1
     assert grids(warm) == grids(reference)
 

@@ -24,6 +24,7 @@ from pydantic import Field, field_validator, model_validator
 
 from worker.jobs.context import Checkpoint, CheckpointedSpec, JobContext, JobError
 from worker.jobs.datasets import dataset_channels, validate_dataset
+from worker.jobs.precision import MIXED_PRECISION_HELP
 from worker.jobs.reproducibility import save_model
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 128
@@ -52,6 +53,7 @@ class ImageTrainingSpec(CheckpointedSpec):
         gt=0,
         description="cap on training images (glyphs: how many to render, 2048 by default)",
     )
+    mixed_precision: bool = Field(False, description=MIXED_PRECISION_HELP)
 
     @field_validator("dataset")
     @classmethod

@@ -35,7 +35,9 @@ def build_generator(image_size: int, channels: int, latent_dim: int, classes: in
     for filters in GENERATOR_FILTERS[:stages]:
         x = layers.Conv2DTranspose(filters, KERNEL_SIZE, strides=2, padding="same")(x)
         x = layers.LeakyReLU(negative_slope=LEAK)(x)
-    image = layers.Conv2D(channels, OUTPUT_KERNEL_SIZE, padding="same", activation="sigmoid")(x)
+    image = layers.Conv2D(  # float32 output, also under mixed precision (worker.jobs.precision)
+        channels, OUTPUT_KERNEL_SIZE, padding="same", activation="sigmoid", dtype="float32"
+    )(x)
     return keras.Model([latent, label], image, name="generator")
 
 
@@ -52,5 +54,5 @@ def build_discriminator(image_size: int, channels: int, classes: int) -> keras.M
         x = layers.Conv2D(filters, KERNEL_SIZE, strides=2, padding="same")(x)
         x = layers.LeakyReLU(negative_slope=LEAK)(x)
     x = layers.Dropout(DROPOUT)(layers.Flatten()(x))
-    probability = layers.Dense(1, activation="sigmoid")(x)
+    probability = layers.Dense(1, activation="sigmoid", dtype="float32")(x)
     return keras.Model([image, label], probability, name="discriminator")

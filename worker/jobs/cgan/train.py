@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from worker.jobs import keras_state
+from worker.jobs import keras_state, precision
 from worker.jobs.cgan import Spec
 from worker.jobs.cgan.model import build_discriminator, build_generator
 from worker.jobs.context import JobContext
@@ -27,8 +27,15 @@ GENERATED_LABEL, REAL_LABEL = 1.0, 0.0  # the generator is trained towards REAL_
 GENERATOR_INIT, DISCRIMINATOR_INIT, SAMPLE_LATENTS = 1, 2, 3
 
 
-def cache_key(spec: Spec) -> tuple[str, int, int, int, int]:
-    return ("cgan", spec.image_size, spec.channels, spec.latent_dim, spec.classes)
+def cache_key(spec: Spec) -> tuple[object, ...]:
+    return (
+        "cgan",
+        spec.image_size,
+        spec.channels,
+        spec.latent_dim,
+        spec.classes,
+        spec.mixed_precision,
+    )
 
 
 class CganModels:
@@ -37,12 +44,14 @@ class CganModels:
 
     builds = 0
 
-    def __init__(self, image_size: int, channels: int, latent_dim: int, classes: int) -> None:
-        self.latent_dim, self.classes = latent_dim, classes
-        self.generator = build_generator(image_size, channels, latent_dim, classes)
-        self.discriminator = build_discriminator(image_size, channels, classes)
-        self.generator_optimizer = keras.optimizers.Adam()
-        self.discriminator_optimizer = keras.optimizers.Adam()
+    def __init__(self, spec: Spec) -> None:
+        image_size, channels, mixed = spec.image_size, spec.channels, spec.mixed_precision
+        self.latent_dim, self.classes = spec.latent_dim, spec.classes
+        with precision.compute_policy(mixed):
+            self.generator = build_generator(image_size, channels, self.latent_dim, self.classes)
+            self.discriminator = build_discriminator(image_size, channels, self.classes)
+        self.generator_optimizer = precision.optimizer(keras.optimizers.Adam(), mixed)
+        self.discriminator_optimizer = precision.optimizer(keras.optimizers.Adam(), mixed)
         self.generator_optimizer.build(self.generator.trainable_variables)
         self.discriminator_optimizer.build(self.discriminator.trainable_variables)
         self.label_noise = tf.Variable(0.0, trainable=False, name="label_noise")
@@ -104,7 +113,8 @@ class CganModels:
         with tf.GradientTape() as tape:
             predictions = self.discriminator([images, conditions], training=True)
             d_loss = self.loss_fn(labels, predictions)
-        self.discriminator_optimizer.apply(tape.gradient(d_loss, d_variables), d_variables)
+            d_scaled = self.discriminator_optimizer.scale_loss(d_loss)  # see worker.jobs.precision
+        self.discriminator_optimizer.apply(tape.gradient(d_scaled, d_variables), d_variables)
 
         latents = tf.random.stateless_normal((count, self.latent_dim), seed=g_key)
         misleading = tf.fill((count, 1), REAL_LABEL)
@@ -113,7 +123,8 @@ class CganModels:
             generated = self.generator([latents, condition], training=True)
             predictions = self.discriminator([generated, condition], training=True)
             g_loss = self.loss_fn(misleading, predictions)
-        self.generator_optimizer.apply(tape.gradient(g_loss, g_variables), g_variables)
+            g_scaled = self.generator_optimizer.scale_loss(g_loss)
+        self.generator_optimizer.apply(tape.gradient(g_scaled, g_variables), g_variables)
         return tf.stack([d_loss, g_loss])
 
 
@@ -132,7 +143,7 @@ def train(spec: Spec, ctx: JobContext) -> None:
     )
     models = ctx.cache.get_or_build(
         cache_key(spec),
-        lambda: CganModels(spec.image_size, spec.channels, spec.latent_dim, spec.classes),
+        lambda: CganModels(spec),
     )
     models.start_job(spec)
     data, classes = tf.convert_to_tensor(images), tf.convert_to_tensor(labels)

@@ -31,11 +31,6 @@ class Spec(ImageTrainingSpec):
     learning_rate: float = Field(1e-4, gt=0, description="Adam learning rate of both networks")
     label_noise: float = Field(0.05, ge=0, description="scale of uniform noise on D's labels")
     samples: int = Field(16, gt=0, le=MAX_SAMPLES, description="images in each epoch's grid")
-    mixed_precision: bool = Field(
-        False,
-        description="float16 compute with float32 weights and dynamic loss scaling: faster "
-        "on GPUs with tensor cores (the reference trains in float32)",
-    )
 
 
 def run(spec: Spec, ctx: JobContext) -> None:

@@ -53,10 +53,11 @@ def build_generator(image_size: int, channels: int, latent_dim: int) -> keras.Mo
             layers.Conv2DTranspose(filters, KERNEL_SIZE, strides=2, padding="same"),
             layers.LeakyReLU(negative_slope=LEAK),
         ]
-    stack += [
-        layers.Conv2D(channels, OUTPUT_KERNEL_SIZE, padding="same"),
-        layers.Activation("sigmoid", dtype="float32"),  # float32 even with mixed precision
-    ]
+    stack.append(  # float32 output, also under mixed precision (worker.jobs.precision)
+        layers.Conv2D(
+            channels, OUTPUT_KERNEL_SIZE, padding="same", activation="sigmoid", dtype="float32"
+        )
+    )
     return keras.Sequential(stack, name="generator")
 
 
@@ -72,7 +73,6 @@ def build_discriminator(image_size: int, channels: int) -> keras.Model:
     stack += [
         layers.Flatten(),
         layers.Dropout(DROPOUT),
-        layers.Dense(1),
-        layers.Activation("sigmoid", dtype="float32"),  # float32 even with mixed precision
+        layers.Dense(1, activation="sigmoid", dtype="float32"),  # float32: see the generator
     ]
     return keras.Sequential(stack, name="discriminator")

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from worker.jobs import keras_state
+from worker.jobs import keras_state, precision
 from worker.jobs.context import JobContext
 from worker.jobs.datasets import load_images
 from worker.jobs.denoising_ae import Spec
@@ -34,15 +34,16 @@ def build_autoencoder(image_size: int, channels: int, encoding_dim: int) -> kera
             keras.Input(shape=shape),
             layers.Flatten(),
             layers.Dense(encoding_dim, activation="relu", name="code"),
-            layers.Dense(image_size * image_size * channels, activation="sigmoid"),
-            layers.Reshape(shape),
+            # float32 output, also under mixed precision (worker.jobs.precision)
+            layers.Dense(image_size * image_size * channels, activation="sigmoid", dtype="float32"),
+            layers.Reshape(shape, dtype="float32"),
         ],
         name="autoencoder",
     )
 
 
-def cache_key(spec: Spec) -> tuple[str, int, int, int]:
-    return ("denoising-ae", spec.image_size, spec.channels, spec.encoding_dim)
+def cache_key(spec: Spec) -> tuple[object, ...]:
+    return ("denoising-ae", spec.image_size, spec.channels, spec.encoding_dim, spec.mixed_precision)
 
 
 class DenoisingModels:
@@ -50,9 +51,10 @@ class DenoisingModels:
 
     builds = 0
 
-    def __init__(self, image_size: int, channels: int, encoding_dim: int) -> None:
-        self.autoencoder = build_autoencoder(image_size, channels, encoding_dim)
-        self.optimizer = keras.optimizers.Adam()
+    def __init__(self, image_size: int, channels: int, encoding_dim: int, mixed: bool) -> None:
+        with precision.compute_policy(mixed):
+            self.autoencoder = build_autoencoder(image_size, channels, encoding_dim)
+        self.optimizer = precision.optimizer(keras.optimizers.Adam(), mixed)
         self.optimizer.build(self.autoencoder.trainable_variables)
         self.state = keras_state.TrainingState(
             models={"autoencoder": self.autoencoder},
@@ -85,7 +87,8 @@ class DenoisingModels:
         variables = self.autoencoder.trainable_variables
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(clean - self.autoencoder(noisy, training=True)))
-        self.optimizer.apply(tape.gradient(loss, variables), variables)
+            scaled = self.optimizer.scale_loss(loss)  # see worker.jobs.precision
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
         return tf.reshape(loss, [1])
 
 
@@ -94,7 +97,9 @@ def train(spec: Spec, ctx: JobContext) -> None:
     images = load_images(spec.dataset, spec.image_size, seed=spec.seed, limit=spec.dataset_size)
     models = ctx.cache.get_or_build(
         cache_key(spec),
-        lambda: DenoisingModels(spec.image_size, spec.channels, spec.encoding_dim),
+        lambda: DenoisingModels(
+            spec.image_size, spec.channels, spec.encoding_dim, spec.mixed_precision
+        ),
     )
     models.start_job(spec)
     data = tf.convert_to_tensor(images)

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from worker.jobs.context import CheckpointedSpec, JobContext
+from worker.jobs.precision import MIXED_PRECISION_HELP
 from worker.jobs.text_corpus import validate_corpus, words
 
 DEFAULT_QUEUE = "gpu"
@@ -109,6 +110,7 @@ class Spec(CheckpointedSpec):
         None, gt=0, description="RMSprop: 1e-3 (transformer), 1e-2 (lstm)"
     )
     steps_per_epoch: int | None = Field(None, gt=0, description="cap on batches per epoch")
+    mixed_precision: bool = Field(False, description=MIXED_PRECISION_HELP)
     prompt: str | None = Field(
         None,
         min_length=1,

@@ -154,7 +154,7 @@ def build_transformer(
     inputs = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     x = PositionalEmbedding(sequence_length, vocab_size, embed_dim, name=EMBEDDING)(inputs)
     x = TransformerDecoder(embed_dim, latent_dim, num_heads, name=DECODER)(x)
-    outputs = layers.Dense(vocab_size, name=LOGITS)(x)
+    outputs = layers.Dense(vocab_size, name=LOGITS, dtype="float32")(x)  # see worker.jobs.precision
     return keras.Model(inputs, outputs, name="transformer_lm")
 
 
@@ -162,7 +162,7 @@ def build_lstm(vocab_size: int, units: int) -> keras.Model:
     inputs = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     x = OneHot(vocab_size, name=ONE_HOT)(inputs)
     x = layers.LSTM(units, name=RECURRENT)(x)
-    outputs = layers.Dense(vocab_size, name=LOGITS)(x)
+    outputs = layers.Dense(vocab_size, name=LOGITS, dtype="float32")(x)
     return keras.Model(inputs, outputs, name="lstm_lm")
 
 

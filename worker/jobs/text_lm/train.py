@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from worker.jobs import keras_state
+from worker.jobs import keras_state, precision
 from worker.jobs.context import Checkpoint, JobContext, JobError
 from worker.jobs.reproducibility import configure_randomness, save_model
 from worker.jobs.text_corpus import (
@@ -63,7 +63,7 @@ def model_shape(spec: Spec, vocab_size: int) -> dict[str, object]:
 
 
 def cache_key(spec: Spec, vocab_size: int) -> tuple[object, ...]:
-    return ("text-lm", *model_shape(spec, vocab_size).values())
+    return ("text-lm", *model_shape(spec, vocab_size).values(), spec.mixed_precision)
 
 
 class TextLmModels:
@@ -79,12 +79,13 @@ class TextLmModels:
 
     def __init__(self, spec: Spec, vocab_size: int) -> None:
         self.architecture = spec.architecture
-        self.model = build_model(model_shape(spec, vocab_size))
+        with precision.compute_policy(spec.mixed_precision):
+            self.model = build_model(model_shape(spec, vocab_size))
         if spec.architecture == LSTM:
             rows = tf.TensorSpec([None], tf.int32)  # the character stream
         else:
             rows = tf.TensorSpec([None, None], tf.int32)  # the padded pieces
-        self.optimizer = keras.optimizers.RMSprop()
+        self.optimizer = precision.optimizer(keras.optimizers.RMSprop(), spec.mixed_precision)
         self.optimizer.build(self.model.trainable_variables)
         self.state = keras_state.TrainingState(
             models={"model": self.model},
@@ -125,9 +126,10 @@ class TextLmModels:
             logits = self.model(inputs, training=True)
             losses = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
             loss = tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+            scaled = self.optimizer.scale_loss(loss)  # see worker.jobs.precision
         # Embedding gradients come as IndexedSlices with repeated rows, which Keras'
         # RMSprop squares per repeat instead of after summing; dense is the exact update.
-        gradients = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+        gradients = [tf.convert_to_tensor(g) for g in tape.gradient(scaled, variables)]
         self.optimizer.apply(gradients, variables)
         return loss
 

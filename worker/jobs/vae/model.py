@@ -28,8 +28,9 @@ def build_encoder(image_size: int, channels: int, latent_dim: int) -> keras.Mode
         x = layers.Conv2D(filters, KERNEL_SIZE, strides=2, padding="same", activation="relu")(x)
     x = layers.Flatten()(x)
     x = layers.Dense(HIDDEN_UNITS, activation="relu")(x)
-    z_mean = layers.Dense(latent_dim, name="z_mean")(x)
-    z_log_var = layers.Dense(latent_dim, name="z_log_var")(x)
+    # float32 outputs, also under mixed precision (worker.jobs.precision): exp(z_log_var)
+    z_mean = layers.Dense(latent_dim, name="z_mean", dtype="float32")(x)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var", dtype="float32")(x)
     return keras.Model(images, [z_mean, z_log_var], name="encoder")
 
 
@@ -43,7 +44,9 @@ def build_decoder(image_size: int, channels: int, latent_dim: int) -> keras.Mode
         x = layers.Conv2DTranspose(
             filters, KERNEL_SIZE, strides=2, padding="same", activation="relu"
         )(x)
-    images = layers.Conv2D(channels, KERNEL_SIZE, padding="same", activation="sigmoid")(x)
+    images = layers.Conv2D(  # float32 output, also under mixed precision
+        channels, KERNEL_SIZE, padding="same", activation="sigmoid", dtype="float32"
+    )(x)
     return keras.Model(latents, images, name="decoder")
 
 

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from worker.jobs import keras_state
+from worker.jobs import keras_state, precision
 from worker.jobs.context import JobContext
 from worker.jobs.datasets import load_images
 from worker.jobs.images import grid_png
@@ -29,8 +29,8 @@ METRICS = ("total_loss", "reconstruction_loss", "kl_loss")
 GRID_PADDING = 0  # the latent grid is one continuous picture, as in the reference
 
 
-def cache_key(spec: Spec) -> tuple[str, int, int, int]:
-    return ("vae", spec.image_size, spec.channels, spec.latent_dim)
+def cache_key(spec: Spec) -> tuple[object, ...]:
+    return ("vae", spec.image_size, spec.channels, spec.latent_dim, spec.mixed_precision)
 
 
 class VaeModels:
@@ -39,12 +39,13 @@ class VaeModels:
 
     builds = 0
 
-    def __init__(self, image_size: int, channels: int, latent_dim: int) -> None:
-        self.encoder = build_encoder(image_size, channels, latent_dim)
-        self.decoder = build_decoder(image_size, channels, latent_dim)
+    def __init__(self, image_size: int, channels: int, latent_dim: int, mixed: bool) -> None:
+        with precision.compute_policy(mixed):
+            self.encoder = build_encoder(image_size, channels, latent_dim)
+            self.decoder = build_decoder(image_size, channels, latent_dim)
         self.sampler = Sampler()
         self.variables = self.encoder.trainable_variables + self.decoder.trainable_variables
-        self.optimizer = keras.optimizers.Adam()
+        self.optimizer = precision.optimizer(keras.optimizers.Adam(), mixed)
         self.optimizer.build(self.variables)
         self.state = keras_state.TrainingState(
             models={"encoder": self.encoder, "decoder": self.decoder},
@@ -78,7 +79,8 @@ class VaeModels:
             reconstruction = self.decoder(self.sampler(z_mean, z_log_var, epsilon), training=True)
             reconstruction_loss, kl_loss = vae_losses(images, reconstruction, z_mean, z_log_var)
             total_loss = reconstruction_loss + kl_loss
-        self.optimizer.apply(tape.gradient(total_loss, self.variables), self.variables)
+            scaled = self.optimizer.scale_loss(total_loss)  # see worker.jobs.precision
+        self.optimizer.apply(tape.gradient(scaled, self.variables), self.variables)
         return tf.stack([total_loss, reconstruction_loss, kl_loss])
 
 
@@ -86,7 +88,8 @@ def train(spec: Spec, ctx: JobContext) -> None:
     configure_randomness(spec.seed, spec.deterministic)
     images = load_images(spec.dataset, spec.image_size, seed=spec.seed, limit=spec.dataset_size)
     models = ctx.cache.get_or_build(
-        cache_key(spec), lambda: VaeModels(spec.image_size, spec.channels, spec.latent_dim)
+        cache_key(spec),
+        lambda: VaeModels(spec.image_size, spec.channels, spec.latent_dim, spec.mixed_precision),
     )
     models.start_job(spec)
     data = tf.convert_to_tensor(images)

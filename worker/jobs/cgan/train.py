@@ -8,23 +8,23 @@ seed-generator state, which the checkpoint holds with all weights and optimizer 
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from worker.jobs import keras_state, precision
 from worker.jobs.cgan import Spec
 from worker.jobs.cgan.model import build_discriminator, build_generator
 from worker.jobs.context import JobContext
 from worker.jobs.datasets import load_labelled_images
+from worker.jobs.gan import GanModels
 from worker.jobs.images import grid_png
 from worker.jobs.reproducibility import configure_randomness
 from worker.jobs.sampling import predict
 from worker.jobs.training import EpochLoop, save_models
 
 GENERATED_LABEL, REAL_LABEL = 1.0, 0.0  # the generator is trained towards REAL_LABEL
-# Second seed component of each use of the job seed (4 is the data order).
-GENERATOR_INIT, DISCRIMINATOR_INIT, SAMPLE_LATENTS = 1, 2, 3
+# Second seed component of each use of the job seed, so no two uses share numbers
+# (1 and 2: initial weights, in worker.jobs.gan; 4: data order, in worker.jobs.training).
+SAMPLE_LATENTS = 3
 
 
 def cache_key(spec: Spec) -> tuple[object, ...]:
@@ -38,58 +38,26 @@ def cache_key(spec: Spec) -> tuple[object, ...]:
     )
 
 
-class CganModels:
-    """Per-process cache entry for one shape: both networks, both optimizers and the
-    compiled train step (one trace per entry). `start_job` resets all state."""
+class CganModels(GanModels):
+    """The cgan cache entry for one shape: the GAN pair and its compiled train step."""
 
     builds = 0
 
     def __init__(self, spec: Spec) -> None:
-        image_size, channels, mixed = spec.image_size, spec.channels, spec.mixed_precision
-        self.latent_dim, self.classes = spec.latent_dim, spec.classes
-        with precision.compute_policy(mixed):
-            self.generator = build_generator(image_size, channels, self.latent_dim, self.classes)
-            self.discriminator = build_discriminator(image_size, channels, self.classes)
-        self.generator_optimizer = precision.optimizer(keras.optimizers.Adam(), mixed)
-        self.discriminator_optimizer = precision.optimizer(keras.optimizers.Adam(), mixed)
-        self.generator_optimizer.build(self.generator.trainable_variables)
-        self.discriminator_optimizer.build(self.discriminator.trainable_variables)
-        self.label_noise = tf.Variable(0.0, trainable=False, name="label_noise")
-        self.loss_fn = keras.losses.BinaryCrossentropy()
-        self.state = keras_state.TrainingState(
-            models={"generator": self.generator, "discriminator": self.discriminator},
-            optimizers={
-                "generator_optimizer": (
-                    self.generator_optimizer,
-                    self.generator.trainable_variables,
-                ),
-                "discriminator_optimizer": (
-                    self.discriminator_optimizer,
-                    self.discriminator.trainable_variables,
-                ),
-            },
+        size, channels, classes = spec.image_size, spec.channels, spec.classes
+        super().__init__(
+            lambda: build_generator(size, channels, spec.latent_dim, classes),
+            lambda: build_discriminator(size, channels, classes),
+            spec.mixed_precision,
         )
+        self.latent_dim, self.classes = spec.latent_dim, classes
         signature = [
-            tf.TensorSpec([None, image_size, image_size, channels], tf.uint8),  # all images
+            tf.TensorSpec([None, size, size, channels], tf.uint8),  # all images
             tf.TensorSpec([None], tf.int32),  # the class of every image
             tf.TensorSpec([None], tf.int32),  # indices of this batch
             tf.TensorSpec([2], tf.int64),  # random key (seed, global step)
         ]
         self.train_step = tf.function(self._train_step, input_signature=signature)
-        self.jobs = 0
-        CganModels.builds += 1
-
-    @property
-    def tracing_count(self) -> int:
-        return self.train_step.experimental_get_tracing_count()
-
-    def start_job(self, spec: Spec) -> None:
-        keras_state.reinitialize(self.generator, (spec.seed, GENERATOR_INIT))
-        keras_state.reinitialize(self.discriminator, (spec.seed, DISCRIMINATOR_INIT))
-        keras_state.reset_optimizer(self.generator_optimizer, spec.learning_rate)
-        keras_state.reset_optimizer(self.discriminator_optimizer, spec.learning_rate)
-        self.label_noise.assign(spec.label_noise)
-        self.jobs += 1
 
     def _train_step(
         self, data: tf.Tensor, classes: tf.Tensor, indices: tf.Tensor, key: tf.Tensor

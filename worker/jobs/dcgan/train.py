@@ -10,63 +10,40 @@ checkpoint therefore repeats the uninterrupted run exactly when op determinism i
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from worker.jobs import keras_state, precision
 from worker.jobs.context import JobContext
 from worker.jobs.datasets import load_images
 from worker.jobs.dcgan import Spec
 from worker.jobs.dcgan.model import build_discriminator, build_generator
+from worker.jobs.gan import GanModels
 from worker.jobs.images import grid_png
 from worker.jobs.reproducibility import configure_randomness
 from worker.jobs.training import EpochLoop, save_models
 
 GENERATED_LABEL, REAL_LABEL = 1.0, 0.0  # the generator is trained towards REAL_LABEL
 # Second seed component of each use of the job seed, so no two uses share numbers
-# (4 is the data order, in worker.jobs.training).
-GENERATOR_INIT, DISCRIMINATOR_INIT, SAMPLE_LATENTS = 1, 2, 3
+# (1 and 2: initial weights, in worker.jobs.gan; 4: data order, in worker.jobs.training).
+SAMPLE_LATENTS = 3
 
 
 def cache_key(spec: Spec) -> tuple[object, ...]:
     return ("dcgan", spec.image_size, spec.channels, spec.latent_dim, spec.mixed_precision)
 
 
-class DcganModels:
-    """Per-process cache entry for one shape: both networks, both optimizers and the
-    compiled train step. Jobs reuse it through `start_job`, which resets all state.
-
-    `builds` (class-wide) counts entries built in this process, `jobs` the jobs that
-    used this entry, `tracing_count` the traces of the train step.
-    """
+class DcganModels(GanModels):
+    """The dcgan cache entry for one shape: the GAN pair and its compiled train step."""
 
     builds = 0
 
     def __init__(self, image_size: int, channels: int, latent_dim: int, mixed: bool) -> None:
-        self.latent_dim = latent_dim
-        with precision.compute_policy(mixed):
-            self.generator = build_generator(image_size, channels, latent_dim)
-            self.discriminator = build_discriminator(image_size, channels)
-        self.generator_optimizer = precision.optimizer(keras.optimizers.Adam(), mixed)
-        self.discriminator_optimizer = precision.optimizer(keras.optimizers.Adam(), mixed)
-        self.generator_optimizer.build(self.generator.trainable_variables)
-        self.discriminator_optimizer.build(self.discriminator.trainable_variables)
-        self.label_noise = tf.Variable(0.0, trainable=False, name="label_noise")
-        self.loss_fn = keras.losses.BinaryCrossentropy()
-        self.state = keras_state.TrainingState(
-            models={"generator": self.generator, "discriminator": self.discriminator},
-            optimizers={
-                "generator_optimizer": (
-                    self.generator_optimizer,
-                    self.generator.trainable_variables,
-                ),
-                "discriminator_optimizer": (
-                    self.discriminator_optimizer,
-                    self.discriminator.trainable_variables,
-                ),
-            },
+        super().__init__(
+            lambda: build_generator(image_size, channels, latent_dim),
+            lambda: build_discriminator(image_size, channels),
+            mixed,
         )
+        self.latent_dim = latent_dim
         # A fixed signature: one trace per entry, whatever the job's data or seed.
         signature = [
             tf.TensorSpec([None, image_size, image_size, channels], tf.uint8),  # all images
@@ -74,21 +51,6 @@ class DcganModels:
             tf.TensorSpec([2], tf.int64),  # random key (seed, global step)
         ]
         self.train_step = tf.function(self._train_step, input_signature=signature)
-        self.jobs = 0
-        DcganModels.builds += 1
-
-    @property
-    def tracing_count(self) -> int:
-        return self.train_step.experimental_get_tracing_count()
-
-    def start_job(self, spec: Spec) -> None:
-        """Reset everything to the state a fresh build would have for this spec."""
-        keras_state.reinitialize(self.generator, (spec.seed, GENERATOR_INIT))
-        keras_state.reinitialize(self.discriminator, (spec.seed, DISCRIMINATOR_INIT))
-        keras_state.reset_optimizer(self.generator_optimizer, spec.learning_rate)
-        keras_state.reset_optimizer(self.discriminator_optimizer, spec.learning_rate)
-        self.label_noise.assign(spec.label_noise)
-        self.jobs += 1
 
     def sample(self, latents: np.ndarray) -> np.ndarray:
         return self.generator(latents, training=False).numpy()

@@ -16,6 +16,7 @@ run repeats the uninterrupted one bit for bit.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -164,7 +165,7 @@ def model_key(spec: Spec, extractor: backbones.FeatureExtractor) -> tuple[object
     return ("style-transfer", id(extractor), spec.content_layer, spec.style_layers, *spec.size)
 
 
-class _Run:
+class _Run(ABC):
     """The loop shared by both optimisers: progress, snapshots, checkpoints, final image."""
 
     def __init__(self, spec: Spec, ctx: JobContext, model: StyleTransferModel) -> None:
@@ -226,29 +227,37 @@ class _Run:
         return lambda: Checkpoint(step=iteration, arrays=self.arrays(), meta=meta | self.meta())
 
     # Per optimiser.
+    @abstractmethod
     def begin(self) -> None:
-        """A fresh start (SGD: nothing to do, start_job put the content image in place)."""
+        """A fresh start (the model's start_job has put the content image in place)."""
 
+    @abstractmethod
     def load(self, checkpoint: Checkpoint) -> None:
-        raise NotImplementedError
+        """Continue from `checkpoint` (written by `arrays` and `meta`)."""
 
+    @abstractmethod
     def step(self, iteration: int) -> bool:
         """One iteration; False when nothing more can be gained (the result is final)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def image(self) -> np.ndarray:
-        raise NotImplementedError
+        """The current image, VGG19-preprocessed, (1, height, width, 3)."""
 
+    @abstractmethod
     def arrays(self) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        """The image and optimiser state a checkpoint holds."""
 
+    @abstractmethod
     def meta(self) -> dict[str, object]:
-        raise NotImplementedError
+        """The optimiser's scalars a checkpoint holds."""
 
 
 class _SgdRun(_Run):
     """The reference's optimiser; the loss reported for iteration i is that of the image
     before its i-th update, as the reference prints it."""
+
+    def begin(self) -> None:
+        pass  # start_job put the content image in place
 
     def load(self, checkpoint: Checkpoint) -> None:
         image = np.asarray(checkpoint.arrays["image"])

@@ -15,7 +15,9 @@ ARG TENSORFLOW="tensorflow[and-cuda]"
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY db ./db
+COPY kinds ./kinds
 COPY scheduler ./scheduler
 COPY worker ./worker
 RUN pip install "${TENSORFLOW}" . \

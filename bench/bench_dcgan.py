@@ -15,14 +15,14 @@ two subjects and two repeats the runs go A B B A):
 
 - atelier: a dcgan job run by the worker's own `worker.runtime.execute` in this process,
   on a temporary SQLite database: claim, lease heartbeat thread, the real
-  `RuntimeContext` (throttled progress writes, metrics events, a sample grid per epoch,
+  `RunContext` (throttled progress writes, metrics events, a sample grid per epoch,
   atomic fsynced checkpoints recorded as outputs), `generator.keras` at the end. The
   context class is swapped for a subclass that only adds clocks around its methods. The
   process model cache is cleared before each run, so every run builds and traces, as
   the baseline does.
 - fit: the reference's GAN (`keras.Model` with the Keras DCGAN example's `train_step`:
   discriminator update then generator update, the same losses, label noise, Adam
-  settings and the networks of `worker.jobs.dcgan.model`) trained by `model.fit` on a
+  settings and the networks of `kinds.dcgan.model`) trained by `model.fit` on a
   shuffled, batched, prefetched `tf.data.Dataset` of the same glyph images, verbose=0.
 - e2e (with --e2e-repeats N, in the first N repeats): the same job submitted to a real
   `atelier up --workers 1` stack, timed from its own events. The stack's first job (a
@@ -84,17 +84,17 @@ import tensorflow as tf  # noqa: E402
 from keras import ops  # noqa: E402
 
 from bench.bench_warm_start import EmbeddedStack, event_times  # noqa: E402
+from core.settings import Settings, load_settings  # noqa: E402
 from db import jobs  # noqa: E402
 from db.engine import session_factory  # noqa: E402
 from db.migrate import ensure_current  # noqa: E402
-from scheduler.settings import Settings, load_settings  # noqa: E402
+from kinds.contract import Checkpoint  # noqa: E402
+from kinds.datasets import load_images  # noqa: E402
+from kinds.dcgan.model import build_discriminator, build_generator  # noqa: E402
+from kinds.dcgan.train import GENERATED_LABEL, REAL_LABEL  # noqa: E402
 from scheduler.specs import validate_spec  # noqa: E402
 from worker import runtime  # noqa: E402
-from worker.context import RuntimeContext  # noqa: E402
-from worker.jobs.context import Checkpoint  # noqa: E402
-from worker.jobs.datasets import load_images  # noqa: E402
-from worker.jobs.dcgan.model import build_discriminator, build_generator  # noqa: E402
-from worker.jobs.dcgan.train import GENERATED_LABEL, REAL_LABEL  # noqa: E402
+from worker.run_context import RunContext  # noqa: E402
 
 SUBJECTS = ("atelier", "fit", "e2e")
 IMAGE_SIZE, CHANNELS, BATCH_SIZE, LATENT_DIM = 28, 1, 32, 128
@@ -143,7 +143,7 @@ class Timing:
 # --- atelier: the job kind through the worker runtime, in this process ------------------
 
 
-class TimedContext(RuntimeContext):
+class TimedContext(RunContext):
     """The runtime's context, unchanged, with clocks around what a job calls."""
 
     latest: ClassVar[TimedContext | None] = None
@@ -210,7 +210,7 @@ def atelier_run(settings: Settings, spec: dict[str, Any]) -> Timing:
         job_id = jobs.create_job(session, kind="dcgan", spec=values, queue="gpu").id
         jobs.mark_queued(session, job_id)
     runtime.PROCESS_CACHE.clear()  # build and trace, like the baseline
-    with mock.patch.object(runtime, "RuntimeContext", TimedContext):
+    with mock.patch.object(runtime, "RunContext", TimedContext):
         began = time.perf_counter()
         outcome = runtime.execute(job_id, "dcgan", owner="bench", settings=settings)
         wall = time.perf_counter() - began

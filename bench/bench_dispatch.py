@@ -105,9 +105,9 @@ def main() -> None:
     os.environ.update(env)
     sys.path.insert(0, str(REPO))
     from bench.kinds import bare_app
-    from scheduler.broker import redis_client
+    from core.broker import redis_client
+    from core.settings import load_settings
     from scheduler.client import Client
-    from scheduler.settings import load_settings
 
     processes = start(env, home)
     try:

@@ -92,7 +92,7 @@ def make_pictures(folder: Path, height: int) -> dict[str, str]:
 
 
 def timed_run(spec: Any, cache: DictCache, root: Path) -> TimedContext:
-    from worker.jobs.style_transfer import run
+    from kinds.style_transfer import run
 
     ctx = TimedContext(root / f"job-{time.perf_counter_ns()}", cache=cache, checkpoint_every=10**9)
     run(spec, ctx)
@@ -100,9 +100,9 @@ def timed_run(spec: Any, cache: DictCache, root: Path) -> TimedContext:
 
 
 def throughput(args: argparse.Namespace, pictures: dict[str, str], root: Path) -> None:
-    from worker.jobs.images import load_rgb, vgg_preprocess
-    from worker.jobs.style_transfer import Spec
-    from worker.jobs.style_transfer.reference import ReferenceStyleTransfer
+    from kinds.images import load_rgb, vgg_preprocess
+    from kinds.style_transfer import Spec
+    from kinds.style_transfer.reference import ReferenceStyleTransfer
 
     spec = Spec(
         **pictures,
@@ -142,7 +142,7 @@ def throughput(args: argparse.Namespace, pictures: dict[str, str], root: Path) -
 
 
 def lbfgs_against_sgd(args: argparse.Namespace, pictures: dict[str, str], root: Path) -> None:
-    from worker.jobs.style_transfer import Spec
+    from kinds.style_transfer import Spec
 
     common = dict(**pictures, height=args.height, backbone_weights="none", snapshot_every=10**6)
     cache = DictCache()

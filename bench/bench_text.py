@@ -2,13 +2,13 @@
 
     python bench/bench_text.py [--repeats 5] [--tokens 20] [--steps 40]
 
-1. text-generate tokens/s: the kind's `run` (through a RuntimeContext on a temporary
+1. text-generate tokens/s: the kind's `run` (through a RunContext on a temporary
    SQLite database, reading the model output of a text-lm job recorded there) against
    the reference's sampler (code 12-7: per token, vectorize the sentence, one `predict`
    of the whole sequence, sample in numpy), on a Transformer of the reference's sizes
    (vocabulary 15000, sequence 100, embedding 256, feed-forward 2048, 2 heads; random
    weights: speed does not depend on them), 5 temperatures. Target >= 10x.
-2. text-lm steps/s: the kind's training loop through a RuntimeContext (progress,
+2. text-lm steps/s: the kind's training loop through a RunContext (progress,
    metrics, per-epoch samples, checkpoints, all recorded in the database) against
    `model.fit` of the same model on the same rows (a shuffled, batched, repeated
    tf.data pipeline, as the reference feeds fit), batch size, optimizer and loss.
@@ -37,13 +37,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from core.settings import Settings, load_settings  # noqa: E402
 from db import jobs  # noqa: E402
 from db.engine import session_factory  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
 from db.models import JobStatus  # noqa: E402
-from scheduler.settings import Settings, load_settings  # noqa: E402
-from worker.context import RuntimeContext  # noqa: E402
 from worker.model_cache import ProcessModelCache  # noqa: E402
+from worker.run_context import RunContext  # noqa: E402
 
 REFERENCE_SHAPE = {
     "architecture": "transformer",
@@ -73,7 +73,7 @@ LM_SPEC: dict[str, Any] = dict(
 
 class Platform:
     """A temporary ATELIER_HOME with a migrated SQLite database; jobs claimed as a
-    worker would, each run through a real RuntimeContext."""
+    worker would, each run through a real RunContext."""
 
     def __init__(self, home: Path) -> None:
         self.settings: Settings = load_settings({"ATELIER_HOME": str(home)})
@@ -81,7 +81,7 @@ class Platform:
         self.sessions = session_factory(self.settings.database_url)
         self.cache = ProcessModelCache()
 
-    def context(self, kind: str, spec: dict[str, Any], cls: type = RuntimeContext) -> Any:
+    def context(self, kind: str, spec: dict[str, Any], cls: type = RunContext) -> Any:
         with self.sessions.begin() as session:
             job_id = jobs.create_job(session, kind=kind, spec=spec, queue="gpu").id
             jobs.mark_queued(session, job_id)
@@ -90,7 +90,7 @@ class Platform:
         return cls(claim, self.settings, self.sessions, self.cache)
 
 
-class TimedContext(RuntimeContext):
+class TimedContext(RunContext):
     """Records when each step was reported."""
 
     def __init__(self, *args: Any) -> None:
@@ -121,9 +121,9 @@ def steady_rate(times: list[float]) -> float:
 
 def publish_model(platform: Platform) -> tuple[str, Any, list[str]]:
     """A text-lm job whose model outputs (reference sizes, random weights) are recorded."""
-    from worker.jobs.reproducibility import save_model
-    from worker.jobs.text_corpus import PADDING, UNKNOWN, WORD, Vocabulary
-    from worker.jobs.text_lm.model import build_model
+    from kinds.reproducibility import save_model
+    from kinds.text_corpus import PADDING, UNKNOWN, WORD, Vocabulary
+    from kinds.text_lm.model import build_model
 
     keras.utils.set_random_seed(0)
     model = build_model(REFERENCE_SHAPE)
@@ -131,7 +131,7 @@ def publish_model(platform: Platform) -> tuple[str, Any, list[str]]:
     window = REFERENCE_SHAPE["sequence_length"] - 1
     vocabulary = Vocabulary(WORD, "transformer", tokens, window, PROMPT, {"model": REFERENCE_SHAPE})
     ctx = platform.context("text-lm", {})
-    ctx.save_output("model", "vocabulary.json", lambda p: p.write_text(vocabulary.to_json()))
+    ctx.save_output("model", "vocabulary.json", vocabulary.to_json().encode())
     ctx.save_output("model", "model.keras", lambda p: save_model(model, p))
     with platform.sessions.begin() as session:
         jobs.finish(session, ctx.job_id, ctx.token, JobStatus.SUCCEEDED)
@@ -139,7 +139,7 @@ def publish_model(platform: Platform) -> tuple[str, Any, list[str]]:
 
 
 def atelier_generate(platform: Platform, model_job: str, length: int) -> float:
-    from worker.jobs.text_generate import Spec, run
+    from kinds.text_generate import Spec, run
 
     spec = {"model": model_job, "length": length, "temperatures": TEMPERATURES}
     ctx = platform.context("text-generate", spec)
@@ -187,7 +187,7 @@ def write_corpus(folder: Path, documents: int = 400, words: int = 250) -> Path:
 
 
 def atelier_train(platform: Platform, spec: dict[str, Any]) -> tuple[float, int]:
-    from worker.jobs.text_lm import Spec, run
+    from kinds.text_lm import Spec, run
 
     valid = Spec.model_validate(spec)
     ctx = platform.context("text-lm", valid.model_dump(mode="json"), TimedContext)
@@ -198,9 +198,9 @@ def atelier_train(platform: Platform, spec: dict[str, Any]) -> tuple[float, int]
 def plain_fit(
     spec: dict[str, Any], rows: np.ndarray, vocab_size: int, seed: int
 ) -> tuple[float, int]:
-    from worker.jobs.text_lm import Spec
-    from worker.jobs.text_lm.model import build_model
-    from worker.jobs.text_lm.train import model_shape
+    from kinds.text_lm import Spec
+    from kinds.text_lm.model import build_model
+    from kinds.text_lm.train import model_shape
 
     valid = Spec.model_validate(spec)
     keras.utils.set_random_seed(seed)
@@ -241,9 +241,9 @@ def main() -> None:
 
 
 def measure(args: argparse.Namespace, home: Path) -> None:
-    from worker.jobs.text_corpus import load_documents
-    from worker.jobs.text_lm import Spec
-    from worker.jobs.text_lm.train import prepare_corpus
+    from kinds.text_corpus import load_documents
+    from kinds.text_lm import Spec
+    from kinds.text_lm.train import prepare_corpus
 
     platform = Platform(home)
 
@@ -280,7 +280,7 @@ def measure(args: argparse.Namespace, home: Path) -> None:
     sizes = {k: v for k, v in LM_SPEC.items() if k not in ("architecture", "prompt")}
     print(f"2. text-lm training, {vocab_size} tokens, {corpus.rows} rows, {steps} steps per run")
     print(f"  {json.dumps(sizes)}")
-    a = report("atelier job (RuntimeContext)", trained["atelier"], "steps/s")
+    a = report("atelier job (RunContext)", trained["atelier"], "steps/s")
     f = report("plain model.fit", trained["fit"], "steps/s")
     print(f"  ratio                          {a / f:8.2f}x  (target >= 0.95x)")
 

@@ -4,7 +4,7 @@ same data, in one process.
     python bench/bench_training.py [--repeats 5] [--images 8192] [--epochs 4]
 
 Atelier: a `vae` job in a temporary ATELIER_HOME (SQLite database), run by the worker
-runtime itself (`worker.runtime.execute`: claim, lease heartbeat, RuntimeContext with
+runtime itself (`worker.runtime.execute`: claim, lease heartbeat, RunContext with
 throttled progress writes, metrics events, checkpoints every `checkpoint_every` steps, the
 latent-grid PNG after every epoch, the final encoder/decoder outputs). Baseline: the
 reference's `keras.Model` subclass with a custom `train_step` (same encoder, decoder,
@@ -41,11 +41,11 @@ def atelier_run(settings: Any, spec: dict[str, Any]) -> float:
     """Steps/s of one vae job run by the worker runtime, after its first epoch."""
     from db import jobs
     from worker import runtime
-    from worker.context import RuntimeContext
+    from worker.run_context import RunContext
 
     stamps: list[float] = []
 
-    class TimedContext(RuntimeContext):
+    class TimedContext(RunContext):
         def save_output(self, role: str, name: str, *args: Any, **kwargs: Any) -> Path:
             path = super().save_output(role, name, *args, **kwargs)
             if role == "sample":
@@ -56,11 +56,11 @@ def atelier_run(settings: Any, spec: dict[str, Any]) -> float:
     with sessions.begin() as session:
         job_id = jobs.create_job(session, kind="vae", spec=spec, queue="gpu").id
         jobs.mark_queued(session, job_id)
-    runtime.RuntimeContext = TimedContext  # type: ignore[misc]
+    runtime.RunContext = TimedContext  # type: ignore[misc]
     try:
         outcome = runtime.execute(job_id, "vae", "bench@local", settings)
     finally:
-        runtime.RuntimeContext = RuntimeContext  # type: ignore[misc]
+        runtime.RunContext = RunContext  # type: ignore[misc]
     if outcome != "succeeded":
         raise RuntimeError(f"vae job {job_id} ended {outcome}")
     steps = (spec["epochs"] - 1) * (spec["dataset_size"] // BATCH_SIZE)
@@ -72,7 +72,7 @@ def fit_run(images: Any, epochs: int) -> float:
     import keras
     import tensorflow as tf
 
-    from worker.jobs.vae.model import Sampler, build_decoder, build_encoder, vae_losses
+    from kinds.vae.model import Sampler, build_decoder, build_encoder, vae_losses
 
     class VAE(keras.Model):
         def __init__(self, encoder: keras.Model, decoder: keras.Model) -> None:
@@ -129,9 +129,9 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="atelier-bench-training-"))
     os.environ["ATELIER_HOME"] = str(home)
+    from core.settings import load_settings
     from db.migrate import ensure_current
-    from scheduler.settings import load_settings
-    from worker.jobs.datasets import load_images
+    from kinds.datasets import load_images
 
     settings = load_settings()
     ensure_current(settings.database_url)

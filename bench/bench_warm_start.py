@@ -38,8 +38,8 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from core.settings import Settings, load_settings  # noqa: E402
 from scheduler.client import Client  # noqa: E402
-from scheduler.settings import Settings, load_settings  # noqa: E402
 
 STACK_START_SECONDS = 120.0
 JOB_TIMEOUT_SECONDS = 600.0
@@ -111,8 +111,8 @@ class EmbeddedStack:
             print(f"stack log kept: {self.home / 'stack.log'}", file=sys.stderr)
 
     def _wait_for_workers(self) -> None:
-        from scheduler.broker import redis_client
-        from scheduler.capacity import live_workers
+        from core.broker import redis_client
+        from core.presence import live_workers
 
         deadline = time.monotonic() + STACK_START_SECONDS
         while time.monotonic() < deadline:

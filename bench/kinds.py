@@ -6,9 +6,9 @@ import time
 
 import redis
 
-from scheduler.settings import load_settings
-from worker.celery_app import make_app
-from worker.jobs.context import JobContext, JobSpec
+from core.celery_app import make_app
+from core.settings import load_settings
+from kinds.contract import JobContext, JobSpec
 
 DEFAULT_QUEUE = "gpu"
 BARE_STARTS_KEY = "bench:bare:starts"

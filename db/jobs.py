@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from db.models import Event, Job, JobStatus, Output, StopRequest, utcnow
+from db.models import Event, EventType, Job, JobStatus, Output, StopRequest, utcnow
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 DEPENDENCY = aliased(Job, name="dependency")
@@ -28,7 +28,7 @@ def new_job_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def add_event(session: Session, job_id: str, type_: str, payload: dict[str, Any]) -> None:
+def add_event(session: Session, job_id: str, type_: EventType, payload: dict[str, Any]) -> None:
     session.execute(insert(Event).values(job_id=job_id, type=type_, payload=payload, at=utcnow()))
 
 
@@ -54,7 +54,7 @@ def create_job(
     )
     session.add(job)
     session.flush()
-    add_event(session, job.id, "submitted", {"kind": kind, "priority": priority})
+    add_event(session, job.id, EventType.SUBMITTED, {"kind": kind, "priority": priority})
     return job
 
 
@@ -84,7 +84,9 @@ def expire_leases(session: Session, now: datetime) -> list[tuple[str, str]]:
             values["stop_request"] = None
         owned = Job.lease_token == job.lease_token
         if _set_status(session, job.id, and_(Job.status == JobStatus.RUNNING, owned), **values):
-            add_event(session, job.id, "lease_expired", {"owner": job.lease_owner, "to": status})
+            add_event(
+                session, job.id, EventType.LEASE_EXPIRED, {"owner": job.lease_owner, "to": status}
+            )
             changed.append((job.id, str(status)))
     return changed
 
@@ -122,7 +124,7 @@ def cancel_orphans(session: Session) -> list[str]:
             error_message=reason,
             finished_at=utcnow(),
         ):
-            add_event(session, job_id, "cancelled", {"reason": reason})
+            add_event(session, job_id, EventType.CANCELLED, {"reason": reason})
             cancelled.append(job_id)
     return cancelled
 
@@ -251,7 +253,7 @@ def claim(
     if row is None:
         return None
     kind, spec, attempts, max_attempts = row
-    add_event(session, job_id, "started", {"owner": owner, "pid": pid, "attempt": attempts})
+    add_event(session, job_id, EventType.STARTED, {"owner": owner, "pid": pid, "attempt": attempts})
     return Claim(job_id, kind, dict(spec), token, attempts, max_attempts)
 
 
@@ -276,7 +278,7 @@ def record_progress(session: Session, job_id: str, token: str, **values: Any) ->
 def record_resume(session: Session, job_id: str, token: str, step: int) -> bool:
     if not _set_status(session, job_id, _owned(token), resumed_from_step=step):
         return False
-    add_event(session, job_id, "resumed", {"step": step})
+    add_event(session, job_id, EventType.RESUMED, {"step": step})
     return True
 
 
@@ -315,7 +317,9 @@ def finish(
         values["progress"] = 1.0
     if not _set_status(session, job_id, _owned(token), **values):
         return False
-    add_event(session, job_id, str(status), {"error_code": error_code, "error": error_message})
+    add_event(
+        session, job_id, EventType(status.value), {"error_code": error_code, "error": error_message}
+    )
     return True
 
 
@@ -335,7 +339,7 @@ def retry_later(
         error_message=message,
     ):
         return False
-    add_event(session, job_id, "retry", {"error_code": error_code, "error": message})
+    add_event(session, job_id, EventType.RETRY, {"error_code": error_code, "error": message})
     return True
 
 
@@ -354,8 +358,16 @@ def release(session: Session, job_id: str, token: str, stop: StopRequest) -> boo
         stop_request=None,
     ):
         return False
-    add_event(session, job_id, "released", {"reason": str(stop), "to": str(status)})
+    add_event(session, job_id, EventType.RELEASED, {"reason": str(stop), "to": str(status)})
     return True
+
+
+def outputs_of(session: Session, job_id: str, role: str) -> dict[str, str]:
+    """Name -> recorded path of the outputs of `job_id` under `role`."""
+    rows = session.execute(
+        select(Output.name, Output.path).where(Output.job_id == job_id, Output.role == role)
+    ).all()
+    return {name: path for name, path in rows}
 
 
 def request_stop_for_owner(session: Session, owner: str, stop: StopRequest) -> list[str]:
@@ -379,9 +391,11 @@ def cancel(session: Session, job_id: str) -> str | None:
     """Cancel at once if not running; ask a running job to stop. Returns the outcome."""
     waiting = Job.status.in_([JobStatus.PENDING, JobStatus.QUEUED, JobStatus.PAUSED])
     if _set_status(session, job_id, waiting, status=JobStatus.CANCELLED, finished_at=utcnow()):
-        add_event(session, job_id, "cancelled", {"reason": "requested"})
+        add_event(session, job_id, EventType.CANCELLED, {"reason": "requested"})
         return "cancelled"
-    if _set_status(session, job_id, Job.status == JobStatus.RUNNING, stop_request="cancel"):
+    if _set_status(
+        session, job_id, Job.status == JobStatus.RUNNING, stop_request=StopRequest.CANCEL
+    ):
         return "stopping"
     return None
 
@@ -389,10 +403,10 @@ def cancel(session: Session, job_id: str) -> str | None:
 def pause(session: Session, job_id: str) -> str | None:
     waiting = Job.status.in_([JobStatus.PENDING, JobStatus.QUEUED])
     if _set_status(session, job_id, waiting, status=JobStatus.PAUSED):
-        add_event(session, job_id, "paused", {})
+        add_event(session, job_id, EventType.PAUSED, {})
         return "paused"
     running = and_(Job.status == JobStatus.RUNNING, Job.stop_request.is_(None))
-    if _set_status(session, job_id, running, stop_request="pause"):
+    if _set_status(session, job_id, running, stop_request=StopRequest.PAUSE):
         return "pausing"
     return None
 
@@ -402,5 +416,5 @@ def resume(session: Session, job_id: str) -> bool:
         session, job_id, Job.status == JobStatus.PAUSED, status=JobStatus.PENDING, run_after=None
     ):
         return False
-    add_event(session, job_id, "resume_requested", {})
+    add_event(session, job_id, EventType.RESUME_REQUESTED, {})
     return True

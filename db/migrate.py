@@ -13,6 +13,10 @@ HEAD_REVISION = "0001"
 """The newest revision in migrations/versions (a test keeps the two in step)."""
 
 
+class SchemaOutdated(RuntimeError):
+    """The database's schema is not the one this version of Atelier needs."""
+
+
 def _config(url: str):  # -> alembic.config.Config, imported lazily: alembic is slow to load
     from alembic.config import Config
 
@@ -44,7 +48,7 @@ def ensure_current(url: str) -> None:
     if url.startswith("sqlite"):
         upgrade(url)
         return
-    raise RuntimeError(
+    raise SchemaOutdated(
         f"database schema is at {revision or 'nothing'}, expected {HEAD_REVISION}: "
         "run `atelier db upgrade`"
     )

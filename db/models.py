@@ -38,6 +38,25 @@ class StopRequest(enum.StrEnum):
     SHUTDOWN = "shutdown"  # the worker is going away: checkpoint and hand the job back
 
 
+class EventType(enum.StrEnum):
+    """What an entry of a job's history records."""
+
+    SUBMITTED = "submitted"
+    STARTED = "started"  # a worker claimed the job (one per attempt)
+    PROGRESS = "progress"  # a progress report, at most every PROGRESS_EVENT_SECONDS
+    METRICS = "metrics"  # a kind's metrics, e.g. per-epoch means
+    RESUMED = "resumed"  # a run restored a checkpoint
+    MODEL_CACHE = "model_cache"  # what a run found in and added to its worker's cache
+    LEASE_EXPIRED = "lease_expired"
+    RETRY = "retry"  # a failed attempt waits for its next one
+    RELEASED = "released"  # a cooperative stop (pause, shutdown) with a checkpoint
+    PAUSED = "paused"
+    RESUME_REQUESTED = "resume_requested"
+    CANCELLED = "cancelled"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Timestamps are stored as UTC; SQLite drops the zone, so put it back on the way out."""
 

@@ -1,31 +1,72 @@
-"""The `atelier` command. Submitting and inspecting stay fast: no TensorFlow, no Celery."""
+"""The `atelier` command. Submitting and inspecting stay fast: no TensorFlow, no Celery.
+
+Errors reach the user as one line: a problem with what was asked (a bad spec, an unknown
+job, a setting) exits with code 2; anything else exits with code 1 and leaves its
+traceback in a log file that the line names.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scheduler.client import Client
 
 DEFAULT_QUEUES = "gpu,cpu"
+EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 1, 2, 130
+CLI_LOG = "logs/cli.log"
+"""Under ATELIER_HOME: the tracebacks of unexpected CLI failures."""
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["worker"]:
+        # The worker is its own program; this process becomes it (same pid and signals).
+        os.execv(sys.executable, [sys.executable, "-m", "worker", *argv[1:]])
     args = _parser().parse_args(argv)
-    from scheduler.client import JobNotFound
-    from scheduler.settings import SettingsError
-    from scheduler.specs import SpecError
-
     try:
-        return args.handler(args)
-    except (SpecError, SettingsError, JobNotFound, TimeoutError, RuntimeError) as error:
-        print(f"atelier: error: {error}", file=sys.stderr)
-        return 2
+        return int(args.handler(args))
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        return _report(error)
+
+
+def _report(error: Exception) -> int:
+    """One line on stderr; the exit code says whose problem it is."""
+    from core.errors import UserError, one_line
+    from db.migrate import SchemaOutdated
+
+    if isinstance(error, UserError | SchemaOutdated):
+        print(f"atelier: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    where = _log_traceback(error)
+    print(f"atelier: failed: {one_line(error)} (traceback in {where})", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _log_traceback(error: Exception) -> Path:
+    text = "".join(traceback.format_exception(error))
+    try:
+        from core.settings import load_settings
+
+        path = load_settings().home / CLI_LOG
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except Exception:  # no usable home: the temp folder still takes it
+        path = Path(tempfile.gettempdir()) / "atelier-cli.log"
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} atelier {' '.join(sys.argv[1:])}\n")
+        log.write(text)
+    return path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,17 +140,8 @@ def _parser() -> argparse.ArgumentParser:
 
     command("scheduler", cmd_scheduler, "run the scheduling loop")
 
-    worker = command("worker", cmd_worker, "run a Celery worker process")
-    worker.add_argument("--name", default="worker")
-    worker.add_argument("--queues", default=DEFAULT_QUEUES)
-    worker.add_argument("--concurrency", type=int, default=1)
-    worker.add_argument(
-        "--gpus",
-        type=_gpus_option,
-        metavar="LIST|all|any",
-        help="one worker process per GPU (gpu0@host…, concurrency 1, pinned with "
-        "CUDA_VISIBLE_DEVICES): GPU numbers such as 0,1,2,3; `all` detected GPUs; `any` one "
-        "GPU no other worker holds; with no GPU found, one CPU worker",
+    commands.add_parser(
+        "worker", help="run a Celery worker process, or one per GPU (see `atelier worker --help`)"
     )
 
     flower = command("flower", cmd_flower, "run Flower (monitoring UI and API) on the broker")
@@ -154,7 +186,7 @@ def _spec_from(args: argparse.Namespace) -> dict[str, Any]:
     return spec
 
 
-def _client():  # -> scheduler.client.Client
+def _client() -> Client:
     from scheduler.client import Client
 
     return Client()
@@ -297,7 +329,7 @@ def _logging() -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from scheduler.settings import load_settings
+    from core.settings import load_settings
     from scheduler.stack import run_stack
 
     _logging()
@@ -308,12 +340,12 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from core.broker import redis_client
+    from core.celery_app import make_app
+    from core.settings import load_settings
     from db.engine import session_factory
     from db.migrate import ensure_current
-    from scheduler.broker import redis_client
     from scheduler.loop import Scheduler
-    from scheduler.settings import load_settings
-    from worker.celery_app import app
 
     _logging()
     settings = load_settings()
@@ -322,34 +354,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     sessions = session_factory(settings.database_url)
-    Scheduler(settings, sessions, app, redis_client(settings)).run(stop)
-    return 0
-
-
-def _gpus_option(value: str) -> str | tuple[int, ...]:
-    from worker.gpus import parse_gpus_option
-
-    return parse_gpus_option(value)
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    from db.migrate import ensure_current
-    from scheduler.settings import load_settings
-
-    if args.gpus is not None and args.concurrency != 1:
-        raise RuntimeError("--gpus runs one process per GPU with concurrency 1: drop --concurrency")
-    _logging()
-    ensure_current(load_settings().database_url)
-    queues = args.queues.split(",")
-    if args.gpus is not None:
-        from worker.gpus import run
-
-        code = run(args.gpus, queues)
-        if code is not None:
-            return code
-    from worker.process import run_worker
-
-    run_worker(args.name, queues, args.concurrency)
+    Scheduler(settings, sessions, make_app(settings), redis_client(settings)).run(stop)
     return 0
 
 
@@ -361,8 +366,8 @@ def cmd_flower(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
+    from core.settings import load_settings
     from db.migrate import current_revision, upgrade
-    from scheduler.settings import load_settings
 
     url = load_settings().database_url
     if args.action == "upgrade":

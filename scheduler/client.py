@@ -10,20 +10,25 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from core.broker import wake_scheduler
+from core.errors import UserError
+from core.inputs import store_inputs
+from core.settings import Settings, load_settings
 from db import jobs
 from db.engine import reader_factory, session_factory
 from db.migrate import ensure_current
 from db.models import Event, Job, JobStatus, Output
-from scheduler.broker import wake_scheduler
-from scheduler.inputs import store_inputs
-from scheduler.settings import Settings, load_settings
 from scheduler.specs import SpecError, ValidSpec, validate_spec
 
 DEFAULT_MAX_ATTEMPTS = 3
 
 
-class JobNotFound(LookupError):
-    pass
+class JobNotFound(UserError, LookupError):
+    """No job has this id or id prefix."""
+
+
+class WaitTimedOut(UserError, TimeoutError):
+    """A job did not end within the time a caller was willing to wait."""
 
 
 @dataclass(frozen=True)
@@ -227,7 +232,7 @@ class Client:
             if view.final:
                 return view
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {view.id} still {view.status} after {timeout:g} s")
+                raise WaitTimedOut(f"job {view.id} still {view.status} after {timeout:g} s")
             time.sleep(poll)
 
 

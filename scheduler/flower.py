@@ -24,6 +24,8 @@ import ipaddress
 import os
 from collections.abc import Mapping, MutableMapping
 
+from core.errors import UserError
+
 LOCAL_ADDRESS = "127.0.0.1"
 TASK_COLUMNS = "name,uuid,state,args,result,received,started,runtime,worker"
 """Tasks page columns: `args` is the job id, `result` the live progress."""
@@ -31,8 +33,8 @@ PURGE_OFFLINE_WORKERS_SECONDS = 3600
 """Workers scaled away leave Flower's worker list (and /metrics) after this long."""
 
 
-class FlowerConfigError(RuntimeError):
-    pass
+class FlowerConfigError(UserError):
+    """Flower cannot start safely with these settings."""
 
 
 def basic_auth_problem(value: str) -> str | None:
@@ -104,7 +106,8 @@ def run_flower(
     if not check_access(env, local_only, address):
         # A private instance: its API answers without credentials, like its pages.
         env["FLOWER_UNAUTHENTICATED_API"] = "true"
-    from worker.celery_app import app
+    from core.celery_app import make_app
+    from core.settings import load_settings
 
-    code = app.start(flower_argv(port, address, url_prefix, env))
+    code = make_app(load_settings()).start(flower_argv(port, address, url_prefix, env))
     return int(code or 0)

@@ -18,12 +18,14 @@ import redis
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import redis_keys
+from core.celery_app import task_name
+from core.presence import live_workers
+from core.settings import Settings
 from db import jobs
 from db.engine import reader_factory
 from db.models import Job, utcnow
-from scheduler.broker import WAKE_KEY
-from scheduler.capacity import free_slots, live_workers
-from scheduler.settings import Settings
+from scheduler.capacity import free_slots
 
 log = logging.getLogger("atelier.scheduler")
 
@@ -113,7 +115,7 @@ class Scheduler:
         return True
 
     def _send(self, job: Job | jobs.Runnable) -> None:
-        self.app.send_task(f"atelier.{job.kind}", args=[job.id], queue=job.queue)
+        self.app.send_task(task_name(job.kind), args=[job.id], queue=job.queue)
 
     def run(self, stop: threading.Event) -> None:
         log.info("scheduler running against %s", self.settings.database_url.split("@")[-1])
@@ -126,7 +128,7 @@ class Scheduler:
                 report = self.tick(maintenance)
                 if report.expired or report.cancelled or report.resent:
                     log.info("tick: %s", report)
-                self.redis.blpop([WAKE_KEY], timeout=POLL_SECONDS)
+                self.redis.blpop([redis_keys.WAKE], timeout=POLL_SECONDS)
             except (redis.RedisError, OSError) as error:
                 log.warning("broker unavailable (%s); retrying", error)
                 stop.wait(POLL_SECONDS)

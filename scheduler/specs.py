@@ -8,12 +8,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from scheduler.settings import Settings
-from worker.jobs import load_kind
-from worker.jobs.context import Submission
+from core.errors import UserError
+from core.settings import Settings
+from kinds import load_kind
+from kinds.contract import Submission
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A spec that cannot run; the message is one line naming what is wrong."""
 
 

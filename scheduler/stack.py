@@ -14,18 +14,22 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import redis
 
+from core import supervision
+from core.broker import redis_client
+from core.presence import live_workers
+from core.settings import Settings
+from core.supervision import Child
 from db.migrate import ensure_current
-from scheduler.broker import redis_client
-from scheduler.settings import Settings
 
 log = logging.getLogger("atelier.up")
 
+CLI, WORKER = "scheduler.cli", "worker"  # the programs `atelier up` runs, as `python -m`
 REDIS_START_SECONDS = 10.0
 WORKER_STOP_GRACE_SECONDS = 120.0
 """How long workers get to checkpoint their jobs before they are killed."""
@@ -66,11 +70,12 @@ def start_embedded_redis(settings: Settings) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"embedded Redis did not start in {REDIS_START_SECONDS:g} s")
 
 
-def _spawn(args: list[str], log: Path | None = None) -> subprocess.Popen[bytes]:
+def _spawn(module: str, args: list[str], log: Path | None = None) -> subprocess.Popen[bytes]:
+    """`python -m <module> <args>`, its output appended to `log` (else inherited)."""
     output = open(log, "ab") if log else None  # noqa: SIM115 - the child owns it from here
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli", *args],
+            [sys.executable, "-m", module, *args],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
@@ -78,36 +83,6 @@ def _spawn(args: list[str], log: Path | None = None) -> subprocess.Popen[bytes]:
     finally:
         if output:
             output.close()
-
-
-def _stop(processes: list[subprocess.Popen[bytes]], grace: float) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for process in processes:
-        try:
-            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            log.warning("process %d did not stop in time; killing it", process.pid)
-            process.kill()
-            process.wait()
-
-
-@dataclass
-class Child:
-    """A process `atelier up` keeps running: started again whenever it exits."""
-
-    name: str
-    start: Callable[[], subprocess.Popen[bytes]]
-    process: subprocess.Popen[bytes] | None = None
-
-    def keep_alive(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            return
-        if self.process is not None:
-            log.warning("%s exited (%s); starting it again", self.name, self.process.returncode)
-        self.process = self.start()
 
 
 def run_stack(settings: Settings, workers: int, queues: list[str]) -> int:
@@ -123,9 +98,9 @@ def run_stack(settings: Settings, workers: int, queues: list[str]) -> int:
 
     worker_args = ["--queues", ",".join(queues)]
     broker = [Child("redis", lambda: start_embedded_redis(settings))]
-    scheduler = [Child("scheduler", lambda: _spawn(["scheduler"]))]
+    scheduler = [Child("scheduler", lambda: _spawn(CLI, ["scheduler"]))]
     pool = [
-        Child(f"worker w{i}", lambda i=i: _spawn(["worker", "--name", f"w{i}", *worker_args]))
+        Child(f"worker w{i}", partial(_spawn, WORKER, ["--name", f"w{i}", *worker_args]))
         for i in range(workers)
     ]
     children = (broker if settings.embedded_broker else []) + scheduler + pool
@@ -134,14 +109,11 @@ def run_stack(settings: Settings, workers: int, queues: list[str]) -> int:
         flush=True,
     )
     try:
-        while not stopping:
-            for child in children:
-                child.keep_alive()
-            time.sleep(0.2)
+        supervision.keep_running(children, lambda: stopping)
     finally:
         # Workers first, so their jobs can checkpoint while Redis and the database are up.
         for group, grace in ((pool, WORKER_STOP_GRACE_SECONDS), (scheduler, 10), (broker, 10)):
-            _stop([c.process for c in group if c.process is not None], grace)
+            supervision.stop(group, grace)
         settings.redis_socket.unlink(missing_ok=True)
     return 0
 
@@ -149,19 +121,19 @@ def run_stack(settings: Settings, workers: int, queues: list[str]) -> int:
 @contextlib.contextmanager
 def stack_running(settings: Settings, workers: int) -> Iterator[None]:
     """Use the stack that runs already, or run `atelier up` for as long as the block lasts."""
-    from scheduler.capacity import live_workers
-
     try:
-        if live_workers(redis_client(settings, timeout=1)):
-            yield
-            return
+        running = bool(live_workers(redis_client(settings, timeout=1)))
     except (redis.RedisError, OSError):
-        pass
-    log = settings.home / "logs" / "up.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"starting the embedded stack (log: {log})", flush=True)
-    up = _spawn(["up", "--workers", str(workers)], log)
+        running = False
+    if running:
+        yield
+        return
+    up_log = settings.home / "logs" / "up.log"
+    up_log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"starting the embedded stack (log: {up_log})", flush=True)
+    up = Child("atelier up", partial(_spawn, CLI, ["up", "--workers", str(workers)], up_log))
+    up.keep_alive(time.monotonic())
     try:
         yield
     finally:
-        _stop([up], WORKER_STOP_GRACE_SECONDS + 20)
+        supervision.stop([up], WORKER_STOP_GRACE_SECONDS + 20)

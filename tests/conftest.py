@@ -20,8 +20,8 @@ import psycopg
 import pytest
 import redis
 
+from core.settings import Settings, load_settings
 from scheduler.client import Client, JobView
-from scheduler.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get("ATELIER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -94,8 +94,8 @@ class Stack:
         self.wait_for(self.workers_ready, timeout=60, what="workers to announce themselves")
 
     def workers_ready(self) -> bool:
-        from scheduler.broker import redis_client
-        from scheduler.capacity import live_workers
+        from core.broker import redis_client
+        from core.presence import live_workers
 
         try:
             return len(live_workers(redis_client(self.settings))) >= self.workers

@@ -12,11 +12,11 @@ import pydantic
 import pytest
 from PIL import Image
 
+from kinds.cgan import DEFAULT_QUEUE, Spec
+from kinds.datasets import load_images, load_labelled_images
 from scheduler.client import JobView
 from tests.conftest import Stack
 from tests.fixtures.trained import CGAN, training_jobs
-from worker.jobs.cgan import DEFAULT_QUEUE, Spec
-from worker.jobs.datasets import load_images, load_labelled_images
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -80,7 +80,7 @@ def test_keras_dataset_labels_follow_their_images(monkeypatch: pytest.MonkeyPatc
 
 
 def test_networks_take_the_class() -> None:
-    from worker.jobs.cgan.model import build_discriminator, build_generator
+    from kinds.cgan.model import build_discriminator, build_generator
 
     generator = build_generator(16, 1, 8, 10)
     discriminator = build_discriminator(16, 1, 10)

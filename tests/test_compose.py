@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from scheduler.cli import _parser
+from worker.cli import parser as worker_parser
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "docker-compose.yml"
@@ -130,8 +131,13 @@ def test_one_image_services_differ_only_by_command(resolved: dict[str, Any]) -> 
             else:
                 assert service[key] == first[key], (name, key)
         assert "entrypoint" not in service and "container_name" not in service
-        # Each command is a valid `atelier` command line (the image's entrypoint).
-        _parser().parse_args(service["command"])
+        # Each command is a valid `atelier` command line (the image's entrypoint), whose
+        # `worker` command is the worker program's own.
+        command = service["command"]
+        if command[0] == "worker":
+            worker_parser().parse_args(command[1:])
+        else:
+            _parser().parse_args(command)
     dockerfile = (REPO / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["atelier"]' in dockerfile and dockerfile.count("FROM ") == 1
     assert len({tuple(services[n]["command"]) for n in ATELIER_SERVICES}) == len(ATELIER_SERVICES)

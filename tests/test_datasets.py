@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worker.jobs import datasets
-from worker.jobs.context import JobError
-from worker.jobs.datasets import (
+from kinds import datasets
+from kinds.contract import JobError
+from kinds.datasets import (
     check_image_file,
     dataset_channels,
     load_images,
     render_glyphs,
     validate_dataset,
 )
-from worker.jobs.images import grid_png, grid_shape, to_uint8
+from kinds.images import grid_png, grid_shape, to_uint8
 
 
 def save_png(path: Path, pixels: np.ndarray) -> Path:

@@ -15,9 +15,9 @@ import pydantic
 import pytest
 from PIL import Image
 
+from kinds.contract import JobError
+from kinds.dcgan import DEFAULT_QUEUE, Spec, run
 from tests.fixtures.local_context import DictCache, LocalContext, SimulatedCrash, StopRequested
-from worker.jobs.context import JobError
-from worker.jobs.dcgan import DEFAULT_QUEUE, Spec, run
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Keras 3.15 calls np.array(tensor) in get_weights/save, which numpy 2.4 flags.
@@ -120,7 +120,7 @@ def test_spec_resolves_relative_directory(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_importing_the_kind_does_not_load_tensorflow() -> None:
     code = (
-        "import sys, worker.jobs.dcgan, worker.jobs.datasets, worker.jobs.images\n"
+        "import sys, kinds.dcgan, kinds.datasets, kinds.images\n"
         "loaded = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
         "assert not loaded, loaded"
     )
@@ -137,7 +137,7 @@ def test_importing_the_kind_does_not_load_tensorflow() -> None:
     [(16, 1, (4, 2)), (28, 1, (7, 2)), (32, 3, (8, 2)), (64, 3, (8, 3))],
 )
 def test_model_shapes(size: int, channels: int, plan: tuple[int, int]) -> None:
-    from worker.jobs.dcgan.model import build_discriminator, build_generator, upsampling_plan
+    from kinds.dcgan.model import build_discriminator, build_generator, upsampling_plan
 
     assert upsampling_plan(size) == plan
     generator = build_generator(size, channels, 8)
@@ -149,7 +149,7 @@ def test_model_shapes(size: int, channels: int, plan: tuple[int, int]) -> None:
 
 
 def test_every_multiple_of_four_has_a_plan() -> None:
-    from worker.jobs.dcgan.model import upsampling_plan
+    from kinds.dcgan.model import upsampling_plan
 
     for size in range(16, 129, 4):
         start, stages = upsampling_plan(size)
@@ -157,8 +157,8 @@ def test_every_multiple_of_four_has_a_plan() -> None:
 
 
 def test_reinitialize_depends_only_on_the_seed() -> None:
-    from worker.jobs import keras_state
-    from worker.jobs.dcgan.model import build_discriminator
+    from kinds import keras_state
+    from kinds.dcgan.model import build_discriminator
 
     first, second = build_discriminator(16, 1), build_discriminator(16, 1)
     keras_state.reinitialize(first, (4, 2))
@@ -177,8 +177,8 @@ def test_reinitialize_depends_only_on_the_seed() -> None:
 def test_state_round_trip_and_mismatch() -> None:
     import keras
 
-    from worker.jobs import keras_state
-    from worker.jobs.dcgan.model import build_discriminator
+    from kinds import keras_state
+    from kinds.dcgan.model import build_discriminator
 
     model = build_discriminator(16, 1)
     optimizer = keras.optimizers.Adam(0.5)
@@ -229,8 +229,8 @@ def test_run_produces_grids_metrics_and_generator(reference: LocalContext) -> No
 
     generator = keras.models.load_model(reference.outputs[("model", "generator.keras")])
     assert generator.output_shape == (None, 28, 28, 1)
-    from worker.jobs.dcgan.train import SAMPLE_LATENTS
-    from worker.jobs.images import grid_png
+    from kinds.dcgan.train import SAMPLE_LATENTS
+    from kinds.images import grid_png
 
     rng = np.random.default_rng([TINY["seed"], SAMPLE_LATENTS])
     latents = rng.standard_normal((6, 16), np.float32)
@@ -267,7 +267,7 @@ def test_crashed_run_resumes_from_last_checkpoint(reference: LocalContext, tmp_p
 
 
 def test_warm_cache_is_reused_and_reset(reference: LocalContext, tmp_path: Path) -> None:
-    from worker.jobs.dcgan import train
+    from kinds.dcgan import train
 
     builds_before = train.DcganModels.builds
     cache = DictCache()

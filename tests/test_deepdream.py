@@ -18,12 +18,12 @@ import pydantic
 import pytest
 from PIL import Image
 
+from kinds import backbones
+from kinds.contract import JobError
+from kinds.deepdream import DEFAULT_LAYERS, DEFAULT_QUEUE, INPUT_FILES, Spec, run
 from tests.conftest import Stack
 from tests.fixtures.local_context import DictCache, LocalContext, SimulatedCrash, StopRequested
 from tests.test_style_transfer import make_bad_images
-from worker.jobs import backbones
-from worker.jobs.context import JobError
-from worker.jobs.deepdream import DEFAULT_LAYERS, DEFAULT_QUEUE, INPUT_FILES, Spec, run
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -77,7 +77,7 @@ def image_outputs(ctx: LocalContext) -> dict[str, bytes]:
 
 
 def dream_model(cache: DictCache) -> Any:
-    from worker.jobs.deepdream.dream import DreamModel
+    from kinds.deepdream.dream import DreamModel
 
     [model] = [entry for entry in cache.entries.values() if isinstance(entry, DreamModel)]
     return model
@@ -203,7 +203,7 @@ def test_step_equals_the_reference_computation(reference: LocalContext, picture:
     import keras
     import tensorflow as tf
 
-    from worker.jobs.images import inception_preprocess, load_rgb
+    from kinds.images import inception_preprocess, load_rgb
 
     model = dream_model(reference.cache)
     model.start_job(tiny(picture))  # the cache entry holds the reference spec's weights
@@ -278,7 +278,7 @@ def test_model_built_after_other_models_gives_identical_bytes(
 def test_warm_jobs_of_other_sizes_reuse_model_and_trace(
     picture: str, reference: LocalContext, tmp_path: Path
 ) -> None:
-    from worker.jobs.deepdream.dream import DreamModel
+    from kinds.deepdream.dream import DreamModel
 
     before = (backbones.FeatureExtractor.builds, DreamModel.builds)
     larger = str(make_picture(tmp_path / "larger.png", 150, 170))

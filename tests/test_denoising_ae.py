@@ -12,11 +12,11 @@ import pydantic
 import pytest
 from PIL import Image
 
+from kinds.denoising_ae import DEFAULT_QUEUE, Spec, run
 from scheduler.client import JobView
 from tests.conftest import Stack
 from tests.fixtures.local_context import LocalContext, StopRequested
 from tests.fixtures.trained import DENOISING_AE, training_jobs
-from worker.jobs.denoising_ae import DEFAULT_QUEUE, Spec, run
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

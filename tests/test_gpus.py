@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from core.broker import redis_client
+from core.presence import WorkerSlots, live_workers
+from core.settings import Settings, load_settings
 from db.migrate import upgrade
-from scheduler.broker import redis_client
-from scheduler.capacity import WorkerSlots, live_workers
 from scheduler.client import Client
-from scheduler.settings import Settings, load_settings
 from scheduler.stack import start_embedded_redis
 from tests.conftest import base_env
 from worker import gpus

@@ -25,18 +25,18 @@ IMAGES: dict[str, Any] = dict(
     dataset="glyphs", image_size=16, dataset_size=32, steps_per_epoch=2, epochs=2, seed=5
 )
 KINDS: dict[str, tuple[str, dict[str, Any]]] = {
-    "dcgan": ("worker.jobs.dcgan", {**IMAGES, "batch_size": 4, "latent_dim": 8, "samples": 4}),
+    "dcgan": ("kinds.dcgan", {**IMAGES, "batch_size": 4, "latent_dim": 8, "samples": 4}),
     "cgan": (
-        "worker.jobs.cgan",
+        "kinds.cgan",
         {**IMAGES, "batch_size": 4, "latent_dim": 8, "samples_per_class": 1},
     ),
-    "vae": ("worker.jobs.vae", {**IMAGES, "batch_size": 8, "grid_size": 3}),
+    "vae": ("kinds.vae", {**IMAGES, "batch_size": 8, "grid_size": 3}),
     "denoising-ae": (
-        "worker.jobs.denoising_ae",
+        "kinds.denoising_ae",
         {**IMAGES, "batch_size": 8, "encoding_dim": 8, "samples": 2},
     ),
     "text-lm": (
-        "worker.jobs.text_lm",
+        "kinds.text_lm",
         dict(
             architecture="transformer",
             epochs=2,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from core.settings import DEFAULT_MODEL_CACHE_ENTRIES, SettingsError, load_settings
 from scheduler.cli import main
-from scheduler.settings import SettingsError, load_settings
-from worker.model_cache import DEFAULT_MAX_ENTRIES, ProcessModelCache
+from worker.model_cache import ProcessModelCache
 
 
 def test_least_recently_used_entry_is_dropped_beyond_the_limit() -> None:
@@ -30,7 +30,7 @@ def test_least_recently_used_entry_is_dropped_beyond_the_limit() -> None:
 
 
 def test_limit_comes_from_the_environment() -> None:
-    assert load_settings({}).model_cache_entries == DEFAULT_MAX_ENTRIES
+    assert load_settings({}).model_cache_entries == DEFAULT_MODEL_CACHE_ENTRIES
     assert load_settings({"ATELIER_MODEL_CACHE_ENTRIES": "3"}).model_cache_entries == 3
     for bad in ("0", "-1", "2.5", "two"):
         with pytest.raises(SettingsError) as error:

@@ -8,10 +8,10 @@ import os
 import signal
 from pathlib import Path
 
+from core.celery_app import make_app
 from db import jobs
 from scheduler.client import JobView
 from tests.conftest import Stack
-from worker.celery_app import make_app
 
 
 def summary(view: JobView) -> dict:

@@ -18,11 +18,11 @@ import pydantic
 import pytest
 from PIL import Image
 
+from kinds import gan_sample, vae_sample
+from kinds.sampling import gif_bytes, latent_grid, walk
 from scheduler.client import JobView
 from tests.conftest import REPO, Stack
 from tests.fixtures.trained import CGAN, DCGAN, training_jobs
-from worker.jobs import gan_sample, vae_sample
-from worker.jobs.sampling import gif_bytes, latent_grid, walk
 
 # --- specs and helpers (no TensorFlow) ---------------------------------------------------
 
@@ -30,7 +30,7 @@ from worker.jobs.sampling import gif_bytes, latent_grid, walk
 def test_importing_the_kinds_does_not_load_tensorflow() -> None:
     modules = "vae, denoising_ae, cgan, gan_sample, vae_sample, training, sampling, datasets"
     code = (
-        f"import sys\nfrom worker.jobs import {modules}\n"
+        f"import sys\nfrom kinds import {modules}\n"
         "loaded = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
         "assert not loaded, loaded"
     )

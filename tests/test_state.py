@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.presence import WorkerSlots
 from db import jobs
 from db.engine import session_factory
 from db.migrate import HEAD_REVISION, MIGRATIONS, current_revision, ensure_current, upgrade
 from db.models import Job, JobStatus, StopRequest, utcnow
-from scheduler.capacity import WorkerSlots, free_slots
+from kinds.contract import Checkpoint
+from scheduler.capacity import free_slots
 from tests.conftest import postgres_database
 from worker.checkpoints import CheckpointStore
-from worker.jobs.context import Checkpoint
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -19,10 +19,10 @@ import pydantic
 import pytest
 from PIL import Image, ImageDraw
 
+from kinds.contract import JobError
+from kinds.style_transfer import DEFAULT_QUEUE, INPUT_FILES, STYLE_LAYERS, Spec, run
 from tests.conftest import Stack
 from tests.fixtures.local_context import DictCache, LocalContext, SimulatedCrash, StopRequested
-from worker.jobs.context import JobError
-from worker.jobs.style_transfer import DEFAULT_QUEUE, INPUT_FILES, STYLE_LAYERS, Spec, run
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Keras 3.15 calls np.array(tensor) in get_weights/save, which numpy 2.4 flags.
@@ -203,7 +203,7 @@ def test_bad_image_files_are_refused(pictures: dict[str, str], tmp_path: Path) -
 
 def test_importing_the_kinds_does_not_load_tensorflow() -> None:
     code = (
-        "import sys, worker.jobs.style_transfer, worker.jobs.deepdream, worker.jobs.backbones\n"
+        "import sys, kinds.style_transfer, kinds.deepdream, kinds.backbones\n"
         "loaded = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
         "assert not loaded, loaded"
     )
@@ -213,7 +213,7 @@ def test_importing_the_kinds_does_not_load_tensorflow() -> None:
 
 
 def test_static_vgg19_layer_table_matches_keras(cache: DictCache) -> None:
-    from worker.jobs import backbones
+    from kinds import backbones
 
     [extractor] = [e for e in cache.entries.values() if isinstance(e, backbones.FeatureExtractor)]
     names = tuple(layer.name for layer in extractor.backbone.layers[1:])
@@ -226,7 +226,7 @@ def test_static_vgg19_layer_table_matches_keras(cache: DictCache) -> None:
 def test_image_helpers_match_keras(pictures: dict[str, str]) -> None:
     import keras
 
-    from worker.jobs import images
+    from kinds import images
 
     for size in (None, (HEIGHT, WIDTH)):
         expected = keras.utils.img_to_array(
@@ -276,9 +276,9 @@ def test_fast_path_equals_the_reference_computation(
     import keras
     import tensorflow as tf
 
-    from worker.jobs.images import load_rgb, vgg_preprocess
-    from worker.jobs.style_transfer.reference import ReferenceStyleTransfer
-    from worker.jobs.style_transfer.render import StyleTransferModel
+    from kinds.images import load_rgb, vgg_preprocess
+    from kinds.style_transfer.reference import ReferenceStyleTransfer
+    from kinds.style_transfer.render import StyleTransferModel
 
     spec = tiny(pictures, backbone_weights=str(vgg19_weights), iterations=4)
     cache = DictCache()
@@ -345,9 +345,9 @@ def test_warm_job_reuses_model_and_trace(
 ) -> None:
     """More jobs on the reference run's cache: one with other hyperparameters and seed,
     then the reference spec again, which must compute exactly what the cold run did."""
-    from worker.jobs import backbones
-    from worker.jobs.backbones import FeatureExtractor
-    from worker.jobs.style_transfer.render import StyleTransferModel, model_key
+    from kinds import backbones
+    from kinds.backbones import FeatureExtractor
+    from kinds.style_transfer.render import StyleTransferModel, model_key
 
     cache = reference.cache
     before = (FeatureExtractor.builds, StyleTransferModel.builds)
@@ -409,7 +409,7 @@ def test_lbfgs_lowers_the_loss_faster_and_resumes_exactly(
 
 
 def test_lbfgs_minimises_a_quadratic() -> None:
-    from worker.jobs.style_transfer.lbfgs import Lbfgs, LbfgsState
+    from kinds.style_transfer.lbfgs import Lbfgs, LbfgsState
 
     scales = np.linspace(1.0, 50.0, 40)
 
@@ -453,7 +453,7 @@ def test_imagenet_weights_offline_fail_at_once_naming_the_file(
     test means the same on a machine that has the file)."""
     from keras.src.utils import file_utils
 
-    from worker.jobs import backbones
+    from kinds import backbones
 
     def offline(*args: Any, **kwargs: Any) -> str:
         raise Exception(

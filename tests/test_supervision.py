@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from scheduler.broker import redis_client
+from core.broker import redis_client
 from tests.conftest import Stack, make_stack
 
 

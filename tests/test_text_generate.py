@@ -14,12 +14,12 @@ import numpy as np
 import pydantic
 import pytest
 
+from core.settings import load_settings
 from db import jobs
-from scheduler.settings import load_settings
+from kinds.text_generate import DEFAULT_QUEUE, MODEL_INPUTS, Spec
 from scheduler.specs import SpecError, validate_spec
 from tests.conftest import Stack
 from tests.test_text_lm import SPECS, files_of, finished, shared_corpus, text_stack, trained_job
-from worker.jobs.text_generate import DEFAULT_QUEUE, MODEL_INPUTS, Spec
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -76,7 +76,7 @@ def greedy_reference(model: Any, prompt: list[int], steps: int, window: int) -> 
 def models() -> dict[str, Any]:
     import keras
 
-    from worker.jobs.text_lm.model import build_lstm, build_transformer
+    from kinds.text_lm.model import build_lstm, build_transformer
 
     keras.utils.set_random_seed(5)
     return {
@@ -89,7 +89,7 @@ def models() -> dict[str, Any]:
 def test_sampler_matches_step_by_step_decoding(models: dict[str, Any], architecture: str) -> None:
     """At a vanishing temperature sampling is greedy decoding: the compiled loop (sliding
     window, carried LSTM state) must give what re-running the model per token gives."""
-    from worker.jobs.text_lm.sampling import Sampler
+    from kinds.text_lm.sampling import Sampler
 
     model = models[architecture]
     sampler = Sampler(model, WINDOW)
@@ -102,7 +102,7 @@ def test_sampler_matches_step_by_step_decoding(models: dict[str, Any], architect
 
 
 def test_sampler_is_compiled_once_and_reproducible(models: dict[str, Any]) -> None:
-    from worker.jobs.text_lm.sampling import Sampler
+    from kinds.text_lm.sampling import Sampler
 
     sampler = Sampler(models["transformer"], WINDOW)
     first = sampler.generate([3, 4], 25, [0.5, 1.0, 1.5], (7, 0))
@@ -255,7 +255,7 @@ def test_unknown_prompt_fails_at_run_time_when_the_model_was_not_ready(
 def test_model_files_load_with_plain_keras(trained: dict[str, str], stack: Stack) -> None:
     import keras
 
-    import worker.jobs.text_lm.model  # noqa: F401 - registers the custom layers
+    import kinds.text_lm.model  # noqa: F401 - registers the custom layers
 
     view = stack.client.get(trained["transformer"])
     path = next(Path(o.path) for o in view.outputs if o.name == "model.keras")

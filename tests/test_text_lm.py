@@ -25,13 +25,13 @@ import numpy as np
 import pydantic
 import pytest
 
+from core.settings import load_settings
+from kinds import text_corpus
+from kinds.contract import JobError
+from kinds.text_lm import DEFAULT_QUEUE, Spec, run
 from scheduler.client import JobView
-from scheduler.settings import load_settings
 from tests.conftest import Stack, make_stack
 from tests.fixtures.local_context import DictCache, LocalContext, SimulatedCrash, StopRequested
-from worker.jobs import text_corpus
-from worker.jobs.context import JobError
-from worker.jobs.text_lm import DEFAULT_QUEUE, Spec, run
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Keras 3.15 calls np.array(tensor) in get_weights/save, which numpy 2.4 flags.
@@ -305,7 +305,7 @@ def test_words_mirror_text_vectorization() -> None:
 
 def test_importing_the_kinds_does_not_load_tensorflow() -> None:
     code = (
-        "import sys, worker.jobs.text_lm, worker.jobs.text_generate, worker.jobs.text_corpus\n"
+        "import sys, kinds.text_lm, kinds.text_generate, kinds.text_corpus\n"
         "loaded = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
         "assert not loaded, loaded"
     )

@@ -16,12 +16,12 @@ import pydantic
 import pytest
 from PIL import Image
 
+from kinds.contract import JobError
+from kinds.vae import DEFAULT_QUEUE, Spec, run
 from scheduler.client import JobView
 from tests.conftest import Stack
 from tests.fixtures.local_context import DictCache, LocalContext, SimulatedCrash, StopRequested
 from tests.fixtures.trained import VAE, training_jobs
-from worker.jobs.context import JobError
-from worker.jobs.vae import DEFAULT_QUEUE, Spec, run
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Keras 3.15 calls np.array(tensor) in get_weights/save, which numpy 2.4 flags.
@@ -171,7 +171,7 @@ def test_crashed_run_resumes_from_its_last_checkpoint(
 
 
 def test_warm_cache_is_reset_between_jobs(reference: LocalContext, tmp_path: Path) -> None:
-    from worker.jobs.vae import train
+    from kinds.vae import train
 
     cache = DictCache()
     run(

@@ -1,4 +1,5 @@
-"""Checkpoint files: one .npz holding arrays and JSON metadata, written atomically.
+"""Checkpoint files: one .npz holding arrays and JSON metadata, published atomically
+(core.publish).
 
 The previous checkpoint is kept beside the latest; if the latest cannot be read (a torn
 disk write, a truncated copy), loading falls back to the previous one.
@@ -9,14 +10,13 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from worker.files import fsync_dir, fsync_file
-from worker.jobs.context import Checkpoint
+from core.publish import Published, publish
+from kinds.contract import Checkpoint
 
 log = logging.getLogger("atelier.checkpoints")
 
@@ -33,21 +33,18 @@ class CheckpointStore:
     def latest(self) -> Path:
         return self.folder / LATEST
 
-    def save(self, checkpoint: Checkpoint) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        temporary = self.folder / f".{LATEST}.{os.getpid()}.tmp"
+    def save(self, checkpoint: Checkpoint) -> Published:
         meta = {"step": checkpoint.step, "meta": dict(checkpoint.meta)}
         arrays = {name: np.asarray(value) for name, value in checkpoint.arrays.items()}
         if META_KEY in arrays:
             raise ValueError(f"checkpoint array name {META_KEY!r} is reserved")
-        with open(temporary, "wb") as handle:
-            np.savez(handle, **arrays, **{META_KEY: np.frombuffer(_json(meta), dtype=np.uint8)})
-        fsync_file(temporary)
-        if self.latest.exists():
-            os.replace(self.latest, self.folder / PREVIOUS)
-        os.replace(temporary, self.latest)
-        fsync_dir(self.folder)
-        return self.latest
+        fields = {**arrays, META_KEY: np.frombuffer(_json(meta), dtype=np.uint8)}
+
+        def write(path: Path) -> None:
+            with open(path, "wb") as handle:
+                np.savez(handle, **fields)
+
+        return publish(self.latest, write, keep_previous=self.folder / PREVIOUS)
 
     def load(self) -> Checkpoint | None:
         """The newest readable checkpoint, or None when there is none."""

@@ -41,22 +41,21 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import redis
+import redis
+
+from core import redis_keys, supervision
+from core.broker import redis_client
+from core.settings import Settings
+from core.supervision import Child
 
 log = logging.getLogger("atelier.gpus")
 
 NVIDIA_PROC_GPUS = Path("/proc/driver/nvidia/gpus")
 SMI_LINE = re.compile(r"^GPU (\d+):.*?(?:\(UUID: ([^)\s]+)\))?\s*$")
 PROC_UUID = re.compile(r"^GPU UUID:\s*(\S+)", re.MULTILINE)
-CLAIM_KEY = "atelier:gpu:{}"
 CLAIM_SECONDS = 15.0
 """A GPU claim lapses this long after its holder stopped renewing it (killed, lost)."""
-QUICK_EXIT_SECONDS = 10.0
-RESTART_DELAY_SECONDS = 5.0
-"""A worker process that exits this soon after starting is restarted after a delay."""
 _RENEW = """
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
@@ -166,7 +165,7 @@ class GpuClaims:
     @staticmethod
     def key(gpu: Gpu) -> str:
         # Without a UUID (no nvidia-smi, old driver) only this host can tell its GPUs apart.
-        return CLAIM_KEY.format(gpu.uuid or f"{socket.gethostname()}/{gpu.index}")
+        return redis_keys.gpu_claim(gpu.uuid or f"{socket.gethostname()}/{gpu.index}")
 
     def claim(self, gpus: Sequence[Gpu]) -> Gpu | None:
         ttl = int(CLAIM_SECONDS * 1000)
@@ -194,27 +193,20 @@ class _Signals:
         self.count += 1
 
 
-@dataclass
-class _Slot:
-    gpu: Gpu
-    queues: Sequence[str]
-    process: subprocess.Popen[bytes] | None = None
-    started: float = 0.0
-    restart_at: float = 0.0
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
+def _worker_child(gpu: Gpu, queues: Sequence[str]) -> Child:
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
-                sys.executable, "-m", "scheduler.cli", "worker",
-                "--name", self.gpu.name, "--queues", ",".join(self.queues), "--concurrency", "1",
+                sys.executable, "-m", "worker",
+                "--name", gpu.name, "--queues", ",".join(queues), "--concurrency", "1",
             ],
-            env=gpu_environment(self.gpu),
+            env=gpu_environment(gpu),
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # signals come from the supervisor only, once
             preexec_fn=_die_with_parent(os.getpid()),
         )  # fmt: skip
-        self.started = time.monotonic()
-        log.info("started worker %s (pid %d)", self.gpu.name, self.process.pid)
+
+    return Child(f"worker {gpu.name}", start)
 
 
 def _die_with_parent(parent: int) -> Callable[[], None]:
@@ -229,7 +221,7 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     return arrange
 
 
-def run(option: str | tuple[int, ...], queues: Sequence[str]) -> int | None:
+def run(option: str | tuple[int, ...], queues: Sequence[str], settings: Settings) -> int | None:
     """Run GPU workers for a `--gpus` value; None when no GPU was found (run a CPU worker)."""
     if isinstance(option, tuple):
         return supervise([Gpu(i) for i in option], queues)
@@ -239,14 +231,11 @@ def run(option: str | tuple[int, ...], queues: Sequence[str]) -> int | None:
         return None
     if option == "all":
         return supervise(gpus, queues)
-    return _supervise_any(gpus, queues)
+    return _supervise_any(gpus, queues, settings)
 
 
-def _supervise_any(gpus: list[Gpu], queues: Sequence[str]) -> int:
-    from scheduler.broker import redis_client
-    from scheduler.settings import load_settings
-
-    claims = GpuClaims(redis_client(load_settings()))
+def _supervise_any(gpus: list[Gpu], queues: Sequence[str], settings: Settings) -> int:
+    claims = GpuClaims(redis_client(settings))
     signals = _install_signal_handlers()
     gpu, attempts = None, 0
     while gpu is None and not signals.count:
@@ -288,31 +277,21 @@ def supervise(
     renew: Callable[[], None] | None = None,
     signals: _Signals | None = None,
 ) -> int:
-    """Keep one worker process per GPU running until SIGTERM/SIGINT, then stop them."""
+    """Keep one worker process per GPU running until SIGTERM/SIGINT, then stop them: their
+    jobs checkpoint first; a second signal kills them."""
     signals = signals or _install_signal_handlers()
-    slots = [_Slot(gpu, queues) for gpu in gpus]
+    children = [_worker_child(gpu, queues) for gpu in gpus]
     renewal = _Renewal(renew)
     log.info("GPU workers: %s", ", ".join(f"{g.name}@{socket.gethostname()}" for g in gpus))
     try:
-        while not signals.count:
-            now = time.monotonic()
-            for slot in slots:
-                if slot.process is None:
-                    if now >= slot.restart_at:
-                        slot.start()
-                elif slot.process.poll() is not None:
-                    quick = now - slot.started < QUICK_EXIT_SECONDS
-                    log.warning(
-                        "worker %s exited (%s); restarting it",
-                        slot.gpu.name,
-                        slot.process.returncode,
-                    )
-                    slot.process = None
-                    slot.restart_at = now + (RESTART_DELAY_SECONDS if quick else 0.0)
-            renewal.due()
-            time.sleep(0.2)
+        supervision.keep_running(children, lambda: signals.count > 0, tick=renewal.due)
     finally:
-        _stop(slots, signals, renewal)
+        log.info("stopping the GPU workers: their jobs checkpoint first")
+        received = signals.count
+        # The GPU stays ours (renewal.due) until its job has checkpointed.
+        supervision.stop(
+            children, None, kill_now=lambda: signals.count > received, tick=renewal.due
+        )
     return 0
 
 
@@ -331,21 +310,3 @@ class _Renewal:
             self.renew()
         except Exception as error:
             log.warning("could not renew the GPU claim: %s", error)
-
-
-def _stop(slots: Sequence[_Slot], signals: _Signals, renewal: _Renewal) -> None:
-    running = [s.process for s in slots if s.process is not None and s.process.poll() is None]
-    log.info("stopping %d GPU worker(s): their jobs checkpoint first", len(running))
-    for process in running:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-    received = signals.count
-    while any(p.poll() is None for p in running):
-        if signals.count > received:
-            log.warning("second signal: killing the GPU workers")
-            for process in running:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-            received = signals.count
-        renewal.due()  # the GPU stays ours until its job has checkpointed
-        time.sleep(0.1)

@@ -10,19 +10,17 @@ dependency can be dropped and rebuilt while the dependent entry stays."""
 from __future__ import annotations
 
 import gc
-import sys
 import threading
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
-
-DEFAULT_MAX_ENTRIES = 8
+from core.settings import DEFAULT_MODEL_CACHE_ENTRIES
+from kinds.reproducibility import build_reproducibly
 
 
 class ProcessModelCache:
-    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+    def __init__(self, max_entries: int = DEFAULT_MODEL_CACHE_ENTRIES) -> None:
         self._entries: OrderedDict[tuple[Hashable, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
         self.max_entries = max_entries
@@ -59,27 +57,6 @@ class ProcessModelCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
-
-
-def build_reproducibly(build: Callable[[], T]) -> T:
-    """Run `build` with Keras' layer-name counters starting from zero.
-
-    Keras names layers from process-wide counters (conv2d_7, ...) and TensorFlow orders
-    the sums in a traced gradient by op name, so the same model built after other models
-    computes different low bits. Built from fresh counters, a model computes the same
-    bits in every worker, whatever ran there before: a deterministic job resumed on
-    another worker ends with the bytes of an uninterrupted run.
-    """
-    if "keras" not in sys.modules:
-        return build()  # Keras loads inside `build`, with fresh counters
-    from keras.src.backend.common import global_state
-
-    saved = global_state.get_global_attribute("object_name_uids")
-    global_state.set_global_attribute("object_name_uids", defaultdict(int))
-    try:
-        return build()
-    finally:
-        global_state.set_global_attribute("object_name_uids", saved)
 
 
 PROCESS_CACHE = ProcessModelCache()

@@ -11,12 +11,12 @@ from typing import Any
 
 from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 
+from core.broker import redis_client, wake_scheduler
+from core.presence import PRESENCE_REFRESH_SECONDS, WorkerSlots, announce, withdraw
+from core.settings import load_settings
 from db import jobs
 from db.engine import session_factory
 from db.models import StopRequest
-from scheduler.broker import redis_client, wake_scheduler
-from scheduler.capacity import PRESENCE_REFRESH_SECONDS, WorkerSlots, announce, withdraw
-from scheduler.settings import load_settings
 from worker.celery_app import app
 
 log = logging.getLogger("atelier.worker")

@@ -18,16 +18,17 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.broker import wake_scheduler
+from core.errors import one_line
+from core.inputs import resolve_inputs
+from core.settings import Settings, load_settings
 from db import jobs
 from db.engine import session_factory
 from db.models import JobStatus, StopRequest
-from scheduler.broker import wake_scheduler
-from scheduler.inputs import resolve_inputs
-from scheduler.settings import Settings, load_settings
-from worker.context import LeaseLost, RuntimeContext, StopRequested
-from worker.jobs import load_kind
-from worker.jobs.context import JobError
+from kinds import load_kind
+from kinds.contract import JobError
 from worker.model_cache import PROCESS_CACHE
+from worker.run_context import LeaseLost, RunContext, StopRequested
 
 log = logging.getLogger("atelier.runtime")
 
@@ -38,7 +39,7 @@ OUT_OF_MEMORY_ERRORS = {"ResourceExhaustedError", "OutOfMemoryError", "MemoryErr
 class Heartbeat(threading.Thread):
     """Renews the lease and relays stop requests to the context until stopped."""
 
-    def __init__(self, ctx: RuntimeContext, sessions: sessionmaker[Session], lease: float) -> None:
+    def __init__(self, ctx: RunContext, sessions: sessionmaker[Session], lease: float) -> None:
         super().__init__(name=f"heartbeat-{ctx.job_id}", daemon=True)
         self.ctx = ctx
         self.sessions = sessions
@@ -69,9 +70,11 @@ def execute(
     owner: str,
     settings: Settings | None = None,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
+    context: type[RunContext] = RunContext,
 ) -> str:
     """Run one delivery of a job; returns what happened (for logs and Flower).
-    `on_progress` receives each progress report written to the database."""
+    `on_progress` receives each progress report written to the database; `context` is
+    the class of the run's context (benchmarks pass a subclass that takes times)."""
     settings = settings or load_settings()
     sessions = session_factory(settings.database_url)
     with sessions.begin() as session:
@@ -82,7 +85,7 @@ def execute(
     if claim.kind != kind:
         log.error("job %s is a %s job delivered as %s", job_id, claim.kind, kind)
     PROCESS_CACHE.max_entries = settings.model_cache_entries
-    ctx = RuntimeContext(claim, settings, sessions, PROCESS_CACHE)
+    ctx = context(claim, settings, sessions, PROCESS_CACHE)
     ctx.on_progress = on_progress
     heartbeat = Heartbeat(ctx, sessions, settings.lease_seconds)
     heartbeat.start()
@@ -95,7 +98,7 @@ def execute(
     return outcome
 
 
-def _run_and_record(ctx: RuntimeContext, kind: str, settings: Settings) -> str:
+def _run_and_record(ctx: RunContext, kind: str, settings: Settings) -> str:
     try:
         module = load_kind(kind)
         values = resolve_inputs(ctx.spec, getattr(module, "INPUT_FILES", ()), settings.home)
@@ -111,7 +114,7 @@ def _run_and_record(ctx: RuntimeContext, kind: str, settings: Settings) -> str:
     except Exception as error:
         log.exception("job %s raised", ctx.job_id)
         code, retryable = _classify(error)
-        return _failed(ctx, settings, code, _one_line(error), retryable)
+        return _failed(ctx, settings, code, one_line(error), retryable)
     ctx.flush()
     with ctx.sessions.begin() as session:
         jobs.finish(session, ctx.job_id, ctx.token, JobStatus.SUCCEEDED)
@@ -119,13 +122,13 @@ def _run_and_record(ctx: RuntimeContext, kind: str, settings: Settings) -> str:
     return "succeeded"
 
 
-def _run(module: ModuleType, spec: object, ctx: RuntimeContext) -> None:
+def _run(module: ModuleType, spec: object, ctx: RunContext) -> None:
     module.run(spec, ctx)
     if ctx.lease_lost.is_set():
         raise LeaseLost
 
 
-def _stopped(ctx: RuntimeContext, reason: StopRequest) -> str:
+def _stopped(ctx: RunContext, reason: StopRequest) -> str:
     ctx.flush()
     with ctx.sessions.begin() as session:
         if reason == StopRequest.CANCEL:
@@ -135,9 +138,7 @@ def _stopped(ctx: RuntimeContext, reason: StopRequest) -> str:
     return str(reason)
 
 
-def _failed(
-    ctx: RuntimeContext, settings: Settings, code: str, message: str, retryable: bool
-) -> str:
+def _failed(ctx: RunContext, settings: Settings, code: str, message: str, retryable: bool) -> str:
     ctx.flush()
     with ctx.sessions.begin() as session:
         if retryable and ctx.attempt < ctx.max_attempts:
@@ -162,8 +163,3 @@ def _classify(error: BaseException) -> tuple[str, bool]:
     if type(error).__name__ in OUT_OF_MEMORY_ERRORS:
         return "out_of_memory", False
     return "error", True
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return f"{type(error).__name__}: {text[:500]}"

@@ -10,8 +10,9 @@ from typing import Any
 
 from celery import Task
 
+from core.celery_app import task_name
+from kinds import kind_modules
 from worker.celery_app import app
-from worker.jobs import kind_modules
 from worker.runtime import execute
 
 
@@ -23,7 +24,7 @@ def publish_progress(task: Task, job_id: str, values: dict[str, Any]) -> None:
 
 
 def _register(kind: str) -> Task:
-    @app.task(name=f"atelier.{kind}", bind=True)
+    @app.task(name=task_name(kind), bind=True)
     def run_job(self: Task, job_id: str) -> str:
         return execute(
             job_id,

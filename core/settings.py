@@ -1,0 +1,105 @@
+"""Atelier's configuration, read from the environment once per process.
+
+With nothing set, everything lives under ./.atelier: an SQLite database and the unix
+socket of the embedded Redis that `atelier up` starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import UserError
+
+DEFAULT_MODEL_CACHE_ENTRIES = 8
+"""Built models and compiled steps a worker process keeps between jobs, by default."""
+
+
+class SettingsError(UserError):
+    """An ATELIER_* environment variable has a value Atelier cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    """Root of inputs, outputs and checkpoints; shared storage when workers span machines."""
+    database_url: str
+    """SQLAlchemy URL: SQLite file by default, postgresql+psycopg://… in production."""
+    broker_url: str
+    """Redis URL for Celery; the embedded Redis' unix socket by default."""
+    lease_seconds: float
+    """How long a running job stays owned without a heartbeat before it is run again."""
+    retry_backoff_seconds: float
+    """First retry delay of a failed attempt; doubles on each further attempt."""
+    visibility_timeout_seconds: int
+    """Redis redelivers an unacknowledged message after this; must outlast the longest job
+    (a redelivery of a job that is still running is refused by its live lease)."""
+    model_cache_entries: int
+    """Built models and compiled steps a worker process keeps between jobs (least
+    recently used dropped first)."""
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url == f"redis+socket://{embedded_socket(self.home)}"
+
+    @property
+    def redis_socket(self) -> Path:
+        return embedded_socket(self.home)
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.home / "outputs"
+
+    @property
+    def inputs_dir(self) -> Path:
+        return self.home / "inputs"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    home = Path(env.get("ATELIER_HOME", ".atelier")).resolve()
+    return Settings(
+        home=home,
+        database_url=env.get("ATELIER_DATABASE_URL", f"sqlite:///{home / 'atelier.db'}"),
+        broker_url=env.get("ATELIER_BROKER_URL", f"redis+socket://{embedded_socket(home)}"),
+        lease_seconds=_positive(env, "ATELIER_LEASE_SECONDS", 60.0),
+        retry_backoff_seconds=_positive(env, "ATELIER_RETRY_BACKOFF_SECONDS", 30.0),
+        visibility_timeout_seconds=int(
+            _positive(env, "ATELIER_VISIBILITY_TIMEOUT_SECONDS", 172800)
+        ),
+        model_cache_entries=int(
+            _positive(env, "ATELIER_MODEL_CACHE_ENTRIES", DEFAULT_MODEL_CACHE_ENTRIES)
+        ),
+    )
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    """A positive number from `env`: whole if `default` is an int."""
+    text = env.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text) if isinstance(default, int) else float(text)
+    except ValueError:
+        value = 0
+    if not value > 0 or value == float("inf"):
+        kind = "whole number" if isinstance(default, int) else "number"
+        raise SettingsError(f"{name} must be a positive {kind}, got {text!r}")
+    return value
+
+
+UNIX_SOCKET_PATH_MAX = 100
+
+
+def embedded_socket(home: Path) -> Path:
+    """The embedded Redis' socket: under ATELIER_HOME, unless that path is too long
+    for a unix socket; then a short path in the temp folder, named after the home."""
+    path = home / "redis" / "redis.sock"
+    if len(str(path)) <= UNIX_SOCKET_PATH_MAX:
+        return path
+    digest = hashlib.sha256(str(home).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"atelier-{digest}.sock"

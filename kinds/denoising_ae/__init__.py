@@ -1,0 +1,46 @@
+"""`denoising-ae` job kind: an autoencoder that maps noisy images to clean ones.
+
+The algorithm follows the reference denoising autoencoder on MNIST: the images are
+flattened, encoded by one ReLU dense layer of 32 units and decoded by one sigmoid dense
+layer back to the pixels; the input is the image plus Gaussian noise times
+`noise_factor` (0.55), the target the clean image; mean squared error, Adam, batch 256,
+50 epochs. After every epoch a preview is saved (sample/epoch_NNNN.png): a row of noisy
+inputs, a row of what the model makes of them and a row of the clean images; at the end
+the autoencoder (model/autoencoder.keras).
+
+Importing this module is cheap: TensorFlow is loaded by `run` only.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from kinds.contract import JobContext
+from kinds.training import ImageTrainingSpec
+
+DEFAULT_QUEUE = "gpu"
+
+MAX_SAMPLES = 64
+
+
+class Spec(ImageTrainingSpec):
+    image_size: int = Field(
+        28, description="side of the square images: a multiple of 4 from 16 to 128"
+    )
+    epochs: int = Field(50, gt=0)
+    batch_size: int = Field(256, gt=0)
+    encoding_dim: int = Field(32, gt=0, description="units of the code layer")
+    noise_factor: float = Field(0.55, ge=0, description="scale of the Gaussian noise added")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
+    samples: int = Field(
+        10,
+        gt=0,
+        le=MAX_SAMPLES,
+        description="columns of each epoch's noisy / denoised / clean preview",
+    )
+
+
+def run(spec: Spec, ctx: JobContext) -> None:
+    from kinds.denoising_ae.train import train
+
+    train(spec, ctx)

@@ -1,0 +1,185 @@
+"""`text-lm` job kind: a language model trained on a text corpus.
+
+Two architectures, each with its reference's hyperparameters as defaults:
+
+- `transformer` (the default): the word-level model of "Deep Learning with Python" 12.1.
+  TextVectorization (15000 tokens, sequences of 100), a positional embedding (256), one
+  Transformer decoder block (causal self-attention, 2 heads, feed-forward width 2048)
+  and a softmax over the vocabulary, RMSprop, 10 epochs of batches of 256.
+- `lstm`: the character-level model of its 8.1: windows of 60 characters taken every
+  3 characters, one LSTM(128) and a softmax over the characters, RMSprop at 0.01,
+  batches of 128, 60 epochs.
+
+After every epoch the model continues a prompt at several temperatures
+(sample/epoch_NNNN.txt); the vocabulary is saved at the start (model/vocabulary.json)
+and the trained model at the end (model/model.keras).
+
+Importing this module is cheap: TensorFlow is loaded by `run` only.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from kinds.contract import CheckpointedSpec, JobContext
+from kinds.precision import MIXED_PRECISION_HELP
+from kinds.text_corpus import validate_corpus, words
+
+DEFAULT_QUEUE = "gpu"
+
+TRANSFORMER, LSTM = "transformer", "lstm"
+DEFAULT_TEMPERATURES = (0.2, 0.5, 0.7, 1.0, 1.5)
+MAX_TEMPERATURES = 16
+MAX_SEQUENCE_LENGTH = 4096
+MAX_GENERATE_LENGTH = 100_000
+MODEL_FILE, VOCABULARY_FILE = "model.keras", "vocabulary.json"  # the "model" outputs
+
+# Defaults that depend on the architecture (None: the field does not apply to it).
+ARCHITECTURE_DEFAULTS: dict[str, dict[str, Any]] = {
+    TRANSFORMER: {
+        "epochs": 10,
+        "batch_size": 256,
+        "sequence_length": 100,
+        "embed_dim": 256,
+        "latent_dim": 2048,
+        "num_heads": 2,
+        "lstm_units": None,
+        "learning_rate": 1e-3,  # Keras' RMSprop default, as compile(optimizer="rmsprop")
+        "prompt": "this movie",
+        "generate_length": 50,
+    },
+    LSTM: {
+        "epochs": 60,
+        "batch_size": 128,
+        "sequence_length": 60,
+        "stride": 3,
+        "embed_dim": None,
+        "latent_dim": None,
+        "num_heads": None,
+        "lstm_units": 128,
+        "learning_rate": 1e-2,
+        "generate_length": 400,
+    },
+}
+ONLY_FOR = {
+    "embed_dim": TRANSFORMER,
+    "latent_dim": TRANSFORMER,
+    "num_heads": TRANSFORMER,
+    "lstm_units": LSTM,
+}
+
+Temperature = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class Spec(CheckpointedSpec):
+    corpus: str = Field(
+        "imdb",
+        description="imdb (Keras' IMDB reviews, downloaded on first use), a directory of "
+        ".txt files (recursive; one file, one document) or a single text file",
+    )
+    architecture: Literal["transformer", "lstm"] = Field(
+        TRANSFORMER, description="word-level Transformer decoder, or character-level LSTM"
+    )
+    epochs: int | None = Field(None, gt=0, description="10 (transformer), 60 (lstm)")
+    batch_size: int | None = Field(None, gt=0, description="256 (transformer), 128 (lstm)")
+    sequence_length: int | None = Field(
+        None,
+        gt=0,
+        le=MAX_SEQUENCE_LENGTH,
+        description="transformer: tokens per training sequence (100; the model reads one "
+        "fewer); lstm: characters read per prediction (60)",
+    )
+    stride: int | None = Field(
+        None,
+        gt=0,
+        description="tokens between the starts of consecutive training windows "
+        "(transformer: sequence_length - 1, i.e. consecutive pieces; lstm: 3)",
+    )
+    vocab_size: int = Field(
+        15000, ge=3, le=1_000_000, description="most frequent tokens kept, with padding and [UNK]"
+    )
+    embed_dim: int | None = Field(None, gt=0, description="transformer: embedding size (256)")
+    latent_dim: int | None = Field(
+        None, gt=0, description="transformer: feed-forward width of the decoder block (2048)"
+    )
+    num_heads: int | None = Field(None, gt=0, description="transformer: attention heads (2)")
+    lstm_units: int | None = Field(None, gt=0, description="lstm: units of the LSTM (128)")
+    learning_rate: float | None = Field(
+        None, gt=0, description="RMSprop: 1e-3 (transformer), 1e-2 (lstm)"
+    )
+    steps_per_epoch: int | None = Field(None, gt=0, description="cap on batches per epoch")
+    mixed_precision: bool = Field(False, description=MIXED_PRECISION_HELP)
+    prompt: str | None = Field(
+        None,
+        min_length=1,
+        description="start of every epoch's samples: 'this movie' (transformer); lstm: a "
+        "passage of the corpus chosen by the seed",
+    )
+    generate_length: int | None = Field(
+        None, gt=0, le=MAX_GENERATE_LENGTH, description="tokens per sample: 50 / 400"
+    )
+    temperatures: list[Temperature] = Field(
+        default_factory=lambda: list(DEFAULT_TEMPERATURES),
+        min_length=1,
+        max_length=MAX_TEMPERATURES,
+        description="softmax temperatures of the samples, each > 0",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _architecture_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        architecture = data.get("architecture", TRANSFORMER)
+        if architecture not in ARCHITECTURE_DEFAULTS:
+            return data  # the field's own check reports it
+        for name, only in ONLY_FOR.items():
+            if only != architecture and data.get(name) is not None:
+                raise ValueError(f"{name} applies to architecture {only!r} only")
+        filled = dict(data)
+        for name, value in ARCHITECTURE_DEFAULTS[architecture].items():
+            if filled.get(name) is None:
+                filled[name] = value
+        length = filled["sequence_length"]
+        if filled.get("stride") is None and type(length) is int:
+            filled["stride"] = max(length - 1, 1)  # consecutive pieces of the documents
+        return filled
+
+    @field_validator("corpus")
+    @classmethod
+    def _check_corpus(cls, value: str) -> str:
+        return validate_corpus(value)
+
+    @field_validator("sequence_length")
+    @classmethod
+    def _check_sequence_length(cls, length: int | None, info: ValidationInfo) -> int | None:
+        if info.data.get("architecture") == TRANSFORMER and length is not None and length < 2:
+            raise ValueError("must be at least 2 for the transformer (inputs and next words)")
+        return length
+
+    @field_validator("prompt")
+    @classmethod
+    def _check_prompt(cls, prompt: str | None, info: ValidationInfo) -> str | None:
+        word_level = info.data.get("architecture") == TRANSFORMER
+        if prompt is not None and word_level and not words(prompt):
+            raise ValueError("holds no word (letters, digits or symbols besides punctuation)")
+        return prompt
+
+    @property
+    def token_name(self) -> str:
+        return "word" if self.architecture == TRANSFORMER else "character"
+
+    @property
+    def window(self) -> int:
+        """Tokens the model reads per prediction."""
+        if self.architecture == TRANSFORMER:
+            return self.sequence_length - 1  # inputs and targets are one token apart
+        return self.sequence_length
+
+
+def run(spec: Spec, ctx: JobContext) -> None:
+    from kinds.text_lm.train import train
+
+    train(spec, ctx)

@@ -1,0 +1,221 @@
+"""The context of one run: the runtime's implementation of the kind contract
+(`kinds.contract.JobContext`), which a running job kind talks to. Every write goes
+through a lease-guarded database transition (db.jobs)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.publish import Published, publish
+from core.settings import Settings
+from db import jobs
+from db.models import EventType, Output, StopRequest
+from kinds.contract import Checkpoint, OutputData, as_writer
+from worker.checkpoints import CheckpointStore
+from worker.model_cache import ProcessModelCache
+
+log = logging.getLogger("atelier.run")
+
+PROGRESS_WRITE_SECONDS = 0.5
+"""Progress reaches the database at most this often; the last report is always written."""
+PROGRESS_EVENT_SECONDS = 30.0
+"""A progress event joins the job's history at most this often."""
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class StopRequested(Exception):
+    def __init__(self, reason: StopRequest) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now: stop without writing anything."""
+
+
+class JobCacheView:
+    """The process cache as one job sees it, counting its hits and builds."""
+
+    def __init__(self, cache: ProcessModelCache) -> None:
+        self._cache = cache
+        self.hits = 0
+        self.builds = 0
+
+    def get_or_build(self, key: tuple[Hashable, ...], build: Callable[[], Any]) -> Any:
+        built = False
+
+        def counted_build() -> Any:
+            nonlocal built
+            built = True
+            return build()
+
+        value = self._cache.get_or_build(key, counted_build)
+        if built:
+            self.builds += 1
+        else:
+            self.hits += 1
+        return value
+
+
+class RunContext:
+    def __init__(
+        self,
+        claim: jobs.Claim,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        cache: ProcessModelCache,
+    ) -> None:
+        self.job_id = claim.job_id
+        self.attempt = claim.attempt
+        self.token = claim.token
+        self.spec = claim.spec
+        self.max_attempts = claim.max_attempts
+        self.sessions = sessions
+        self.cache = JobCacheView(cache)
+        self.output_dir = settings.outputs_dir / claim.job_id
+        self.checkpoints = CheckpointStore(self.output_dir / "checkpoints")
+        self.checkpoint_every = int(claim.spec.get("checkpoint_every", 0)) or None
+        self.lease_lost = threading.Event()
+        self._stop: StopRequest | None = None
+        self._pending_progress: dict[str, Any] | None = None
+        self._last_progress_write = 0.0
+        self._last_progress_event = 0.0
+        self.on_progress: Callable[[dict[str, Any]], None] | None = None
+        """Called with each progress report written (the task adapter shows it in Flower)."""
+
+    # --- stop requests ---------------------------------------------------------------
+
+    def request_stop(self, reason: StopRequest) -> None:
+        if self._stop is None:
+            log.info("job %s: %s requested", self.job_id, reason)
+            self._stop = reason
+
+    def should_stop(self) -> bool:
+        return self._stop is not None or self.lease_lost.is_set()
+
+    def boundary(self, step: int, snapshot: Callable[[], Checkpoint]) -> None:
+        if self.lease_lost.is_set():
+            raise LeaseLost
+        stop = self._stop
+        due = self.checkpoint_every is not None and step % self.checkpoint_every == 0
+        if due or stop in (StopRequest.PAUSE, StopRequest.SHUTDOWN):
+            self.save_checkpoint(snapshot())
+        if stop is not None:
+            raise StopRequested(stop)
+
+    # --- checkpoints -----------------------------------------------------------------
+
+    def restore(self) -> Checkpoint | None:
+        checkpoint = self.checkpoints.load()
+        if checkpoint is not None:
+            with self.sessions.begin() as session:
+                jobs.record_resume(session, self.job_id, self.token, checkpoint.step)
+            log.info("job %s resumes from step %d", self.job_id, checkpoint.step)
+        return checkpoint
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        if self.lease_lost.is_set():
+            raise LeaseLost
+        published = self.checkpoints.save(checkpoint)
+        self._record_output("checkpoint", published, step=checkpoint.step, epoch=None)
+
+    # --- progress and metrics --------------------------------------------------------
+
+    def progress(
+        self,
+        step: int,
+        total: int,
+        *,
+        epoch: int | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> None:
+        self._pending_progress = {
+            "step": step,
+            "total_steps": total,
+            "progress": min(step / total, 1.0) if total else 0.0,
+            "epoch": epoch,
+            "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+        }
+        if time.monotonic() - self._last_progress_write >= PROGRESS_WRITE_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the latest progress report, if one is waiting."""
+        values, self._pending_progress = self._pending_progress, None
+        if values is None:
+            return
+        now = time.monotonic()
+        self._last_progress_write = now
+        with self.sessions.begin() as session:
+            jobs.record_progress(session, self.job_id, self.token, **values)
+            if now - self._last_progress_event >= PROGRESS_EVENT_SECONDS:
+                self._last_progress_event = now
+                jobs.add_event(session, self.job_id, EventType.PROGRESS, values)
+        if self.on_progress is not None:
+            try:
+                self.on_progress(values)
+            except Exception as error:  # live display only: the database has the progress
+                log.warning("job %s: could not publish progress: %s", self.job_id, error)
+
+    def metrics(self, values: Mapping[str, float], *, step: int, epoch: int | None = None) -> None:
+        payload = {"step": step, "epoch": epoch, **{k: float(v) for k, v in values.items()}}
+        with self.sessions.begin() as session:
+            jobs.add_event(session, self.job_id, EventType.METRICS, payload)
+
+    # --- outputs ---------------------------------------------------------------------
+
+    def save_output(
+        self,
+        role: str,
+        name: str,
+        data: OutputData,
+        *,
+        step: int | None = None,
+        epoch: int | None = None,
+    ) -> Path:
+        if self.lease_lost.is_set():
+            raise LeaseLost
+        for label, value in (("role", role), ("name", name)):
+            if not PLAIN_NAME.match(value):
+                raise ValueError(f"output {label} {value!r} is not a plain file name")
+        published = publish(self.output_dir / role / name, as_writer(data))
+        self._record_output(role, published, step=step, epoch=epoch)
+        return published.path
+
+    def outputs_of(self, job_id: str, role: str) -> dict[str, Path]:
+        with self.sessions() as session:
+            paths = jobs.outputs_of(session, job_id, role)
+        return {name: Path(path) for name, path in paths.items()}
+
+    def _record_output(
+        self, role: str, published: Published, *, step: int | None, epoch: int | None
+    ) -> None:
+        output = Output(
+            job_id=self.job_id,
+            role=role,
+            name=published.path.name,
+            path=str(published.path),
+            step=step,
+            epoch=epoch,
+            sha256=published.sha256,
+            bytes=published.bytes,
+        )
+        with self.sessions.begin() as session:
+            if not jobs.record_output(session, self.job_id, self.token, output):
+                self.lease_lost.set()
+                raise LeaseLost
+
+    def record_cache_use(self, session: Session) -> None:
+        if not (self.cache.hits or self.cache.builds):
+            return
+        payload = {"hits": self.cache.hits, "builds": self.cache.builds, "pid": os.getpid()}
+        jobs.add_event(session, self.job_id, EventType.MODEL_CACHE, payload)

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import detail
-from kinds.contract import JobError
+from kinds.contract import JobError, ModelCache
+from kinds.seeds import Stream
 
 VGG19 = "vgg19"
 INCEPTION_V3 = "inception_v3"
@@ -141,8 +142,6 @@ class FeatureExtractor:
     that order. Cached per process by (backbone, weights, layers); the weights are never
     trained, only read."""
 
-    builds = 0
-
     def __init__(self, backbone: str, weights: str, layers: Sequence[str]) -> None:
         import keras
 
@@ -154,21 +153,33 @@ class FeatureExtractor:
         self.backbone.trainable = False
         outputs = [self.backbone.get_layer(name).output for name in self.layers]
         self.model = keras.Model(self.backbone.input, outputs, name=f"{backbone}_features")
-        self.drawn_from: tuple[int, int] | None = None  # `none` weights: their seed
-        FeatureExtractor.builds += 1
+        self.drawn_from: int | None = None  # `none` weights: their seed
 
     def __call__(self, images: Any) -> list[Any]:
         return self.model(images, training=False)
 
-    def reinitialize(self, seed: int, stream: int) -> None:
-        """For `none` weights: draw every weight from (seed, stream), so cold and warm
-        jobs of a seed compute the same thing. The weights are never trained: drawn once
-        for a seed, they stay valid for the next job with that seed."""
+    def reinitialize(self, seed: int) -> None:
+        """For `none` weights: draw every weight from (seed, Stream.BACKBONE), so cold and
+        warm jobs of a seed compute the same thing. The weights are never trained: drawn
+        once for a seed, they stay valid for the next job with that seed."""
         from kinds import keras_state
 
-        if self.weights == NO_WEIGHTS and self.drawn_from != (seed, stream):
-            keras_state.reinitialize(self.model, (seed, stream))
-            self.drawn_from = (seed, stream)
+        if self.weights == NO_WEIGHTS and self.drawn_from != seed:
+            keras_state.reinitialize(self.model, (seed, Stream.BACKBONE))
+            self.drawn_from = seed
+
+
+def job_extractor(
+    cache: ModelCache, backbone: str, weights: str, layers: Sequence[str], seed: int
+) -> FeatureExtractor:
+    """The worker's extractor of `layers` for these weights (built on first use), its
+    random weights, if any, drawn from the job's `seed`."""
+    extractor: FeatureExtractor = cache.get_or_build(
+        cache_key(backbone, weights, layers),
+        lambda: FeatureExtractor(backbone, weights, layers),
+    )
+    extractor.reinitialize(seed)
+    return extractor
 
 
 def cache_key(backbone: str, weights: str, layers: Sequence[str]) -> tuple[Hashable, ...]:

@@ -1,82 +1,115 @@
-"""What the GAN kinds (dcgan, cgan) share: the per-process cache entry holding both
-networks, an Adam optimizer for each (loss-scaled under mixed precision), the label
-noise and the checkpointed state. Each kind adds its compiled train step.
+"""The GAN that the dcgan and cgan kinds train: one cache entry holding both networks,
+an Adam optimizer for each, the label noise, and one train step, conditioned on the
+class when the entry is built with `classes` (a cGAN) and unconditional otherwise.
 
-Imports TensorFlow: loaded by the kinds' `run` only.
+Losses as the Keras DCGAN: binary cross-entropy with generated=1 and real=0, uniform
+noise on the discriminator's labels, and the generator trained towards "real". Each
+step's latent vectors and label noise come from stateless ops keyed by (seed, global
+step). Imports TensorFlow: loaded by the kinds' `run` only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from kinds import keras_state, precision
+from kinds.training_models import OptimizerPlan, TrainingModels, image_step_signature
 
-# Second seed component of each network's initial weights (4 is the data order).
-GENERATOR_INIT, DISCRIMINATOR_INIT = 1, 2
+GENERATED_LABEL, REAL_LABEL = 1.0, 0.0  # the generator is trained towards REAL_LABEL
+METRICS = ("d_loss", "g_loss")
 
 
-class GanSpec(Protocol):
+class GanJob(Protocol):
     seed: int
     learning_rate: float
     label_noise: float
 
 
-class GanModels:
-    """Generator, discriminator and their optimizers, built once per process and shape;
-    jobs reuse them through `start_job`, which resets all state.
-
-    `builds` (per subclass) counts entries built in this process, `jobs` the jobs that
-    used this entry, `tracing_count` the traces of the train step (`self.train_step`,
-    set by the subclass).
-    """
-
-    builds: ClassVar[int] = 0
-    train_step: Any
+class GanModels(TrainingModels):
+    """Generator and discriminator (in that order: their initial-weight streams) of one
+    shape. A conditional entry (`classes` set) feeds both networks the one-hot class as
+    their second input, and its step takes the class of every image after the images."""
 
     def __init__(
         self,
         build_generator: Callable[[], keras.Model],
         build_discriminator: Callable[[], keras.Model],
+        *,
+        image_size: int,
+        channels: int,
+        latent_dim: int,
+        classes: int | None,
         mixed: bool,
     ) -> None:
-        with precision.compute_policy(mixed):
-            self.generator = build_generator()
-            self.discriminator = build_discriminator()
-        self.generator_optimizer = precision.optimizer(keras.optimizers.Adam(), mixed)
-        self.discriminator_optimizer = precision.optimizer(keras.optimizers.Adam(), mixed)
-        self.generator_optimizer.build(self.generator.trainable_variables)
-        self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+        super().__init__(
+            networks={"generator": build_generator, "discriminator": build_discriminator},
+            optimizers={
+                "generator_optimizer": OptimizerPlan(keras.optimizers.Adam, ("generator",)),
+                "discriminator_optimizer": OptimizerPlan(keras.optimizers.Adam, ("discriminator",)),
+            },
+            signature=image_step_signature(image_size, channels, labelled=classes is not None),
+            mixed=mixed,
+        )
+        self.generator = self.networks["generator"]
+        self.discriminator = self.networks["discriminator"]
+        self.generator_optimizer = self.optimizers["generator_optimizer"]
+        self.discriminator_optimizer = self.optimizers["discriminator_optimizer"]
+        self.latent_dim, self.classes = latent_dim, classes
         self.label_noise = tf.Variable(0.0, trainable=False, name="label_noise")
         self.loss_fn = keras.losses.BinaryCrossentropy()
-        self.state = keras_state.TrainingState(
-            models={"generator": self.generator, "discriminator": self.discriminator},
-            optimizers={
-                "generator_optimizer": (
-                    self.generator_optimizer,
-                    self.generator.trainable_variables,
-                ),
-                "discriminator_optimizer": (
-                    self.discriminator_optimizer,
-                    self.discriminator.trainable_variables,
-                ),
-            },
-        )
-        self.jobs = 0
-        type(self).builds += 1
 
-    @property
-    def tracing_count(self) -> int:
-        return self.train_step.experimental_get_tracing_count()
-
-    def start_job(self, spec: GanSpec) -> None:
-        """Reset everything to the state a fresh build would have for this spec."""
-        keras_state.reinitialize(self.generator, (spec.seed, GENERATOR_INIT))
-        keras_state.reinitialize(self.discriminator, (spec.seed, DISCRIMINATOR_INIT))
-        keras_state.reset_optimizer(self.generator_optimizer, spec.learning_rate)
-        keras_state.reset_optimizer(self.discriminator_optimizer, spec.learning_rate)
+    def configure(self, spec: GanJob) -> None:
         self.label_noise.assign(spec.label_noise)
-        self.jobs += 1
+
+    def generator_inputs(self, latents: np.ndarray, labels: np.ndarray | None) -> Any:
+        """What the generator takes for these latent vectors (and classes, conditioned)."""
+        if self.classes is None:
+            return latents
+        assert labels is not None
+        return [latents, np.eye(self.classes, dtype=np.float32)[labels]]
+
+    def _train_step(self, data: tf.Tensor, *batch: tf.Tensor) -> tf.Tensor:
+        """One discriminator update, then one generator update; returns [d_loss, g_loss].
+        `batch` is (labels, indices, key) for a conditional GAN, else (indices, key)."""
+        labels, indices, key = batch if self.classes is not None else (None, *batch)
+        real = tf.cast(tf.gather(data, indices), tf.float32) / 255.0
+        condition = None
+        if labels is not None:
+            condition = tf.one_hot(tf.gather(labels, indices), self.classes)
+        count = tf.shape(real)[0]
+        d_key, g_key, noise_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
+
+        latents = tf.random.stateless_normal((count, self.latent_dim), seed=d_key)
+        images = tf.concat([self._generate(latents, condition), real], axis=0)
+        both = None if condition is None else tf.concat([condition, condition], axis=0)
+        targets = tf.concat(
+            [tf.fill((count, 1), GENERATED_LABEL), tf.fill((count, 1), REAL_LABEL)], axis=0
+        )
+        targets += self.label_noise * tf.random.stateless_uniform(tf.shape(targets), seed=noise_key)
+        d_variables = self.discriminator.trainable_variables
+        with tf.GradientTape() as tape:
+            d_loss = self.loss_fn(targets, self._judge(images, both))
+            d_scaled = self.discriminator_optimizer.scale_loss(d_loss)  # see kinds.precision
+        self.discriminator_optimizer.apply(tape.gradient(d_scaled, d_variables), d_variables)
+
+        latents = tf.random.stateless_normal((count, self.latent_dim), seed=g_key)
+        misleading = tf.fill((count, 1), REAL_LABEL)
+        g_variables = self.generator.trainable_variables
+        with tf.GradientTape() as tape:
+            generated = self._generate(latents, condition)
+            g_loss = self.loss_fn(misleading, self._judge(generated, condition))
+            g_scaled = self.generator_optimizer.scale_loss(g_loss)
+        self.generator_optimizer.apply(tape.gradient(g_scaled, g_variables), g_variables)
+        return tf.stack([d_loss, g_loss])
+
+    def _generate(self, latents: tf.Tensor, condition: tf.Tensor | None) -> tf.Tensor:
+        inputs = latents if condition is None else [latents, condition]
+        return self.generator(inputs, training=True)
+
+    def _judge(self, images: tf.Tensor, condition: tf.Tensor | None) -> tf.Tensor:
+        inputs = images if condition is None else [images, condition]
+        return self.discriminator(inputs, training=True)

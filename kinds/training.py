@@ -1,14 +1,14 @@
-"""What the image training kinds (dcgan, vae, denoising-ae, cgan) share.
+"""The training loop every training kind runs (image and text): `EpochLoop` drives a
+kind's compiled train step over shuffled rows, epoch by epoch.
 
-- `ImageTrainingSpec`: the dataset and schedule fields with their submit-time checks.
-- `EpochLoop`: the epoch/step loop around a kind's compiled train step: data order per
-  (seed, epoch), a random key per (seed, global step), progress and a NaN check after
-  every step, per-epoch mean metrics, checkpoints at the context's step boundaries and
-  the exact position to resume from.
-- `save_models`: a kind's final models as outputs (kinds.reproducibility saves them).
+It owns what resuming exactly needs: the data order per (seed, epoch), a random key per
+(seed, global step), progress and a NaN check after every step, per-epoch mean metrics,
+checkpoints at the context's step boundaries, and the position to resume from. A kind
+brings its rows (images, token pieces, character windows), its step and what it does at
+the end of an epoch (a grid, a text sample).
 
-Importing this module is light (numpy and pydantic): Keras and TensorFlow are imported
-by the functions that need them, so kinds' spec modules can use it at submit time.
+Importing this module is light (numpy): Keras and TensorFlow are loaded by the kinds'
+train modules, so spec modules may import it at submit time.
 """
 
 from __future__ import annotations
@@ -17,86 +17,65 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
 
-from kinds.contract import Checkpoint, CheckpointedSpec, JobContext, JobError
-from kinds.datasets import dataset_channels, validate_dataset
-from kinds.precision import MIXED_PRECISION_HELP
+from kinds.contract import Checkpoint, JobContext, JobError
 from kinds.reproducibility import save_model
-
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 128
-SEED_MODULUS = 2**63  # stateless random keys are int64
-DATA_ORDER = 4  # second seed component of the data order (the dcgan kind's numbering)
+from kinds.seeds import SEED_MODULUS, Stream
 
 
-class ImageTrainingSpec(CheckpointedSpec):
-    """Dataset and schedule of an image training kind; kinds override the defaults."""
+class Schedule(Protocol):
+    """The spec fields the loop reads (TrainingSpec has them)."""
 
-    dataset: str = Field(
-        "glyphs",
-        description="glyphs, mnist, fashion_mnist, cifar10, or a directory of images "
-        "(.png .jpg .jpeg .bmp .gif .webp, searched recursively)",
-    )
-    image_size: int = Field(
-        28,
-        description=f"side of the square images: a multiple of 4 from {MIN_IMAGE_SIZE} to "
-        f"{MAX_IMAGE_SIZE} (e.g. 28, 32, 64)",
-    )
-    epochs: int = Field(30, gt=0)
-    batch_size: int = Field(128, gt=0)
-    steps_per_epoch: int | None = Field(None, gt=0, description="cap on batches per epoch")
-    dataset_size: int | None = Field(
-        None,
-        gt=0,
-        description="cap on training images (glyphs: how many to render, 2048 by default)",
-    )
-    mixed_precision: bool = Field(False, description=MIXED_PRECISION_HELP)
-
-    @field_validator("dataset")
-    @classmethod
-    def _check_dataset(cls, value: str) -> str:
-        return validate_dataset(value)
-
-    @field_validator("image_size")
-    @classmethod
-    def _check_image_size(cls, value: int) -> int:
-        if value % 4 or not MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE:
-            raise ValueError(
-                f"image_size must be a multiple of 4 from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _check_dataset_size(self) -> ImageTrainingSpec:
-        if self.dataset_size is not None and self.dataset_size < self.batch_size:
-            raise ValueError("dataset_size must be at least batch_size")
-        return self
-
-    @property
-    def channels(self) -> int:
-        """1 for glyphs, mnist and fashion_mnist; 3 for cifar10 and image directories."""
-        return dataset_channels(self.dataset)
+    seed: int
+    epochs: int
+    batch_size: int
+    steps_per_epoch: int | None
 
 
-def steps_per_epoch(spec: ImageTrainingSpec, image_count: int) -> int:
+class State(Protocol):
+    """Every array a checkpoint must hold (keras_state.TrainingState)."""
+
+    def arrays(self) -> dict[str, np.ndarray]: ...
+
+    def load(self, arrays: Mapping[str, np.ndarray]) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingRows:
+    """What an epoch shuffles: `count` rows, given to the step by index.
+
+    `identity` goes into every checkpoint, and a resume on rows of another identity is
+    refused (the data changed under the job); `extra` goes in too, for the kind to read
+    back (text-lm's vocabulary). `stride` spaces the indices (text-lm's LSTM windows
+    start every `stride` characters of one stream)."""
+
+    count: int
+    source: str
+    """Where the rows come from, in one word for errors: dataset, corpus."""
+    describe: str
+    """The rows in words, for errors: "dataset 'glyphs' has 64 images"."""
+    too_small: str
+    """Error code of a job with fewer rows than one batch."""
+    identity: Mapping[str, Any]
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    stride: int = 1
+
+
+def steps_per_epoch(spec: Schedule, rows: TrainingRows) -> int:
     """Full batches per epoch (a last partial batch is dropped), capped by the spec."""
-    steps = image_count // spec.batch_size
+    steps = rows.count // spec.batch_size
     if steps == 0:
-        raise JobError(
-            "dataset_too_small",
-            f"dataset {spec.dataset!r} has {image_count} images, fewer than one batch "
-            f"({spec.batch_size})",
-        )
+        raise JobError(rows.too_small, f"{rows.describe}, fewer than one batch ({spec.batch_size})")
     return min(steps, spec.steps_per_epoch or steps)
 
 
-def epoch_order(seed: int, epoch: int, image_count: int) -> np.ndarray:
-    """The shuffled image indices of one epoch, a function of (seed, epoch) only."""
-    rng = np.random.default_rng([seed, DATA_ORDER, epoch])
-    return rng.permutation(image_count).astype(np.int32)
+def epoch_order(seed: int, epoch: int, rows: TrainingRows) -> np.ndarray:
+    """The shuffled row indices of one epoch, a function of (seed, epoch) only."""
+    rng = np.random.default_rng([seed, Stream.DATA_ORDER, epoch])
+    return rng.permutation(rows.count).astype(np.int32) * rows.stride
 
 
 @dataclasses.dataclass
@@ -113,45 +92,42 @@ class Position:
 class EpochLoop:
     """Runs `train_step(indices, key) -> losses` over the epochs of `spec`.
 
-    `indices` are the int32 image indices of one batch, `key` the int64 pair
+    `indices` are the int32 row indices of one batch, `key` the int64 pair
     (seed, global step) for the step's stateless random ops; the step returns one
     float per name in `metrics`. After each epoch the means are recorded as a metrics
-    event and `end_epoch(epoch, global_step)` runs (grids, previews). `state()` and
-    `load_state(arrays)` give and take every array a checkpoint must hold (weights,
-    optimizer slots, seed-generator states); the loop adds its position.
+    event and `end_epoch(epoch, global_step)` runs. `state` gives and takes every array
+    a checkpoint must hold; the loop adds its position.
 
     Checkpoint metadata: epoch, step_in_epoch, global_step, `<metric>_sum` per metric,
-    steps_per_epoch and dataset_images (a resume with other values is refused).
+    steps_per_epoch, and the rows' identity and extra entries.
     """
 
     def __init__(
         self,
-        spec: ImageTrainingSpec,
+        spec: Schedule,
         ctx: JobContext,
         *,
-        image_count: int,
+        rows: TrainingRows,
         metrics: Sequence[str],
         train_step: Callable[[np.ndarray, np.ndarray], Sequence[float]],
-        state: Callable[[], dict[str, np.ndarray]],
-        load_state: Callable[[dict[str, np.ndarray]], None],
+        state: State,
         end_epoch: Callable[[int, int], None],
         nan_hint: str = "try a lower learning_rate",
     ) -> None:
-        self.spec, self.ctx = spec, ctx
-        self.image_count = image_count
+        self.spec, self.ctx, self.rows = spec, ctx, rows
         self.metrics = tuple(metrics)
-        self.train_step, self.state, self.load_state = train_step, state, load_state
-        self.end_epoch = end_epoch
+        self.train_step, self.state, self.end_epoch = train_step, state, end_epoch
         self.nan_hint = nan_hint
-        self.steps = steps_per_epoch(spec, image_count)
+        self.steps = steps_per_epoch(spec, rows)
         self.total = spec.epochs * self.steps
         self.seed = spec.seed % SEED_MODULUS
 
-    def run(self) -> int:
-        """Train to the end (from the checkpoint, if any); returns the final global step."""
-        position = self._resume()
+    def run(self, checkpoint: Checkpoint | None) -> int:
+        """Train to the end, from `checkpoint` (the job's, if it has one); returns the
+        final global step."""
+        position = self._resume(checkpoint)
         while position.epoch <= self.spec.epochs:
-            order = epoch_order(self.spec.seed, position.epoch, self.image_count)
+            order = epoch_order(self.spec.seed, position.epoch, self.rows)
             while position.step < self.steps:
                 self._step(position, order)
             position = Position(epoch=position.epoch + 1, global_step=position.global_step)
@@ -196,26 +172,28 @@ class EpochLoop:
             "step_in_epoch": position.step,
             "global_step": position.global_step,
             **{f"{name}_sum": position.sums.get(name, 0.0) for name in self.metrics},
-            "steps_per_epoch": self.steps,
-            "dataset_images": self.image_count,
+            **self._identity(),
+            **self.rows.extra,
         }
-        return Checkpoint(step=position.global_step, arrays=self.state(), meta=meta)
+        return Checkpoint(step=position.global_step, arrays=self.state.arrays(), meta=meta)
 
-    def _resume(self) -> Position:
-        checkpoint = self.ctx.restore()
+    def _identity(self) -> dict[str, Any]:
+        return {"steps_per_epoch": self.steps, **self.rows.identity}
+
+    def _resume(self, checkpoint: Checkpoint | None) -> Position:
         if checkpoint is None:
             return Position()
         meta = checkpoint.meta
-        saved = (meta.get("dataset_images"), meta.get("steps_per_epoch"))
-        if saved != (self.image_count, self.steps):
+        expected = self._identity()
+        saved = {name: meta.get(name) for name in expected}
+        if saved != expected:
             raise JobError(
                 "checkpoint_mismatch",
-                f"checkpoint was taken with {meta.get('dataset_images')} images and "
-                f"{meta.get('steps_per_epoch')} steps per epoch, the dataset now gives "
-                f"{self.image_count} and {self.steps}",
+                f"checkpoint was taken on other training data ({_listed(saved)}); the job now "
+                f"has {_listed(expected)}: did the {self.rows.source} change?",
             )
         try:
-            self.load_state(dict(checkpoint.arrays))
+            self.state.load(dict(checkpoint.arrays))
         except ValueError as exc:  # keras_state.StateMismatch
             raise JobError("checkpoint_mismatch", f"cannot resume: {exc}") from None
         return Position(
@@ -224,6 +202,17 @@ class EpochLoop:
             global_step=int(meta["global_step"]),
             sums={name: float(meta.get(f"{name}_sum", 0.0)) for name in self.metrics},
         )
+
+
+def _listed(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{name} {value}" for name, value in values.items())
+
+
+def save_sample(
+    ctx: JobContext, data: bytes, *, epoch: int, step: int, suffix: str = ".png"
+) -> None:
+    """An epoch's sample (a grid, a text) as the output sample/epoch_NNNN<suffix>."""
+    ctx.save_output("sample", f"epoch_{epoch:04d}{suffix}", data, epoch=epoch, step=step)
 
 
 def save_models(ctx: JobContext, models: Mapping[str, Any], *, epoch: int, step: int) -> None:

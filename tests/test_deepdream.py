@@ -278,9 +278,6 @@ def test_model_built_after_other_models_gives_identical_bytes(
 def test_warm_jobs_of_other_sizes_reuse_model_and_trace(
     picture: str, reference: LocalContext, tmp_path: Path
 ) -> None:
-    from kinds.deepdream.dream import DreamModel
-
-    before = (backbones.FeatureExtractor.builds, DreamModel.builds)
     larger = str(make_picture(tmp_path / "larger.png", 150, 170))
     other = tiny(
         picture, image=larger, seed=1, step_size=5.0, layers={**DEFAULT_LAYERS, "mixed4": 3.0}
@@ -289,7 +286,6 @@ def test_warm_jobs_of_other_sizes_reuse_model_and_trace(
     warm = LocalContext(tmp_path / "warm", cache=reference.cache)
     run(tiny(picture), warm)
 
-    assert (backbones.FeatureExtractor.builds, DreamModel.builds) == before
     assert set(reference.cache.builds.values()) == {1} and len(reference.cache.entries) == 2
     model = dream_model(reference.cache)
     assert model.tracing_count == 1  # one trace for every octave and image size

@@ -19,32 +19,23 @@ from pydantic import Field, field_validator
 
 from kinds.contract import JobContext
 from kinds.datasets import dataset_classes, validate_labelled_dataset
-from kinds.training import ImageTrainingSpec
+from kinds.fields import count_field, image_size_field
+from kinds.training_spec import GanSpec
 
 DEFAULT_QUEUE = "gpu"
 
 MAX_SAMPLES_PER_CLASS = 32
 
 
-class Spec(ImageTrainingSpec):
+class Spec(GanSpec):
     dataset: str = Field(
         "glyphs",
         description="a labelled dataset: glyphs (digits, built in), mnist, fashion_mnist, "
         "cifar10 (image folders have no labels)",
     )
-    image_size: int = Field(
-        28, description="side of the square images: a multiple of 4 from 16 to 128"
-    )
-    epochs: int = Field(100, gt=0)
-    batch_size: int = Field(32, gt=0)
-    latent_dim: int = Field(128, gt=0)
-    learning_rate: float = Field(1e-4, gt=0, description="Adam learning rate of both networks")
-    label_noise: float = Field(0.05, ge=0, description="scale of uniform noise on D's labels")
-    samples_per_class: int = Field(
-        8,
-        gt=0,
-        le=MAX_SAMPLES_PER_CLASS,
-        description="columns of each epoch's grid (one row per class)",
+    image_size: int = image_size_field(28)
+    samples_per_class: int = count_field(
+        8, MAX_SAMPLES_PER_CLASS, "columns of each epoch's grid (one row per class)"
     )
 
     @field_validator("dataset")

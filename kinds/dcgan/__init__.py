@@ -11,26 +11,18 @@ Importing this module is cheap: TensorFlow is loaded by `run` only.
 
 from __future__ import annotations
 
-from pydantic import Field
-
 from kinds.contract import JobContext
-from kinds.training import ImageTrainingSpec
+from kinds.fields import count_field, image_size_field
+from kinds.training_spec import GanSpec
 
 DEFAULT_QUEUE = "gpu"
 
 MAX_SAMPLES = 256
 
 
-class Spec(ImageTrainingSpec):
-    image_size: int = Field(
-        64, description="side of the square images: a multiple of 4 from 16 to 128"
-    )
-    epochs: int = Field(100, gt=0)
-    batch_size: int = Field(32, gt=0)
-    latent_dim: int = Field(128, gt=0)
-    learning_rate: float = Field(1e-4, gt=0, description="Adam learning rate of both networks")
-    label_noise: float = Field(0.05, ge=0, description="scale of uniform noise on D's labels")
-    samples: int = Field(16, gt=0, le=MAX_SAMPLES, description="images in each epoch's grid")
+class Spec(GanSpec):
+    image_size: int = image_size_field(64)
+    samples: int = count_field(16, MAX_SAMPLES, "images in each epoch's grid")
 
 
 def run(spec: Spec, ctx: JobContext) -> None:

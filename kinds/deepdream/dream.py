@@ -28,17 +28,12 @@ from kinds.deepdream import BORDER, Spec
 from kinds.images import inception_deprocess, inception_preprocess, load_rgb, png_bytes
 from kinds.reproducibility import set_op_determinism
 
-BACKBONE_INIT = 6  # second seed component of the random (`none`) backbone weights
-
 
 class DreamModel:
     """Cache entry for one (weights, layers): the loss and the compiled ascent step.
 
-    `builds` (class-wide) counts entries built in this process, `jobs` the jobs that used
-    this one, `tracing_count` the traces of the step.
+    `jobs` counts the jobs that used this one, `tracing_count` the traces of the step.
     """
-
-    builds = 0
 
     def __init__(self, extractor: backbones.FeatureExtractor) -> None:
         self.extractor = extractor
@@ -52,7 +47,6 @@ class DreamModel:
         ]
         self.step = tf.function(self._step, input_signature=signature)
         self.jobs = 0
-        DreamModel.builds += 1
 
     @property
     def tracing_count(self) -> int:
@@ -93,12 +87,9 @@ def dream(spec: Spec, ctx: JobContext) -> None:
     set_op_determinism(spec.deterministic)
     original = tf.constant(inception_preprocess(load_rgb(spec.image))[np.newaxis])
     layers = tuple(sorted(spec.layers))
-    weights = spec.backbone_weights
-    extractor = ctx.cache.get_or_build(
-        backbones.cache_key(backbones.INCEPTION_V3, weights, layers),
-        lambda: backbones.FeatureExtractor(backbones.INCEPTION_V3, weights, layers),
+    extractor = backbones.job_extractor(
+        ctx.cache, backbones.INCEPTION_V3, spec.backbone_weights, layers, spec.seed
     )
-    extractor.reinitialize(spec.seed, BACKBONE_INIT)
     model = ctx.cache.get_or_build(
         ("deepdream", id(extractor), layers),  # wraps another entry: see worker.model_cache
         lambda: DreamModel(extractor),

@@ -16,7 +16,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from kinds.contract import JobContext
-from kinds.training import ImageTrainingSpec
+from kinds.fields import count_field
+from kinds.training_spec import ImageTrainingSpec
 
 DEFAULT_QUEUE = "gpu"
 
@@ -24,19 +25,13 @@ MAX_SAMPLES = 64
 
 
 class Spec(ImageTrainingSpec):
-    image_size: int = Field(
-        28, description="side of the square images: a multiple of 4 from 16 to 128"
-    )
     epochs: int = Field(50, gt=0)
     batch_size: int = Field(256, gt=0)
     encoding_dim: int = Field(32, gt=0, description="units of the code layer")
     noise_factor: float = Field(0.55, ge=0, description="scale of the Gaussian noise added")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
-    samples: int = Field(
-        10,
-        gt=0,
-        le=MAX_SAMPLES,
-        description="columns of each epoch's noisy / denoised / clean preview",
+    samples: int = count_field(
+        10, MAX_SAMPLES, "columns of each epoch's noisy / denoised / clean preview"
     )
 
 

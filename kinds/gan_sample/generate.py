@@ -10,9 +10,7 @@ from kinds.contract import Checkpoint, JobContext, JobError
 from kinds.gan_sample import Spec
 from kinds.images import grid_png, png_bytes, to_uint8
 from kinds.sampling import PREDICT_BATCH, gif_bytes, load_model, model_path, predict, walk
-
-# Second seed component of each use of the job seed.
-IMAGE_LATENTS, WALK_LATENTS = 1, 2
+from kinds.seeds import SamplingStream
 
 
 class Generator:
@@ -56,7 +54,7 @@ def generate(spec: Spec, ctx: JobContext) -> None:
     frames = spec.interpolate or 0
     total = math.ceil(spec.count / PREDICT_BATCH) + (1 if frames else 0)
 
-    rng = np.random.default_rng([spec.seed, IMAGE_LATENTS])
+    rng = np.random.default_rng([spec.seed, SamplingStream.IMAGES])
     latents = rng.standard_normal((spec.count, generator.latent_dim), np.float32)
     conditions = None
     if generator.classes:
@@ -76,7 +74,7 @@ def generate(spec: Spec, ctx: JobContext) -> None:
     ctx.save_output("grid", "grid.png", grid)
 
     if frames:
-        rng = np.random.default_rng([spec.seed, WALK_LATENTS])
+        rng = np.random.default_rng([spec.seed, SamplingStream.WALK])
         ends = rng.standard_normal((2, generator.latent_dim))
         path = walk(ends[0], ends[1], frames, spherical=spec.interpolation == "spherical")
         walk_conditions = None

@@ -36,17 +36,13 @@ from kinds.style_transfer.losses import (
     total_variation_loss,
 )
 
-BACKBONE_INIT = 5  # second seed component of the random (`none`) backbone weights
-
 
 class StyleTransferModel:
     """Cache entry for one (weights, layers, height, width): the fast-path computation.
 
-    `builds` (class-wide) counts entries built in this process, `jobs` the jobs that used
-    this one; `tracing_counts` the traces of each compiled function.
+    `jobs` counts the jobs that used this one; `tracing_counts` the traces of each compiled
+    function.
     """
-
-    builds = 0
 
     def __init__(
         self,
@@ -81,7 +77,6 @@ class StyleTransferModel:
         self.loss_and_grads = tf.function(self._loss_and_grads, input_signature=[image_spec])
         self.sgd_step = tf.function(self._sgd_step, input_signature=[])
         self.jobs = 0
-        StyleTransferModel.builds += 1
 
     @property
     def tracing_counts(self) -> dict[str, int]:
@@ -144,13 +139,9 @@ def render(spec: Spec, ctx: JobContext) -> None:
     height, width = spec.size
     content = vgg_preprocess(load_rgb(spec.content, (height, width)))[np.newaxis]
     style = vgg_preprocess(load_rgb(spec.style, (height, width)))[np.newaxis]
-    layers = spec.layers
-    weights = spec.backbone_weights
-    extractor = ctx.cache.get_or_build(
-        backbones.cache_key(backbones.VGG19, weights, layers),
-        lambda: backbones.FeatureExtractor(backbones.VGG19, weights, layers),
+    extractor = backbones.job_extractor(
+        ctx.cache, backbones.VGG19, spec.backbone_weights, spec.layers, spec.seed
     )
-    extractor.reinitialize(spec.seed, BACKBONE_INIT)
     model = ctx.cache.get_or_build(
         model_key(spec, extractor),
         lambda: StyleTransferModel(extractor, height, width, spec.content_layer, spec.style_layers),

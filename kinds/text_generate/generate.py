@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from kinds.contract import JobContext, JobError
+from kinds.seeds import SEED_MODULUS
 from kinds.text_corpus import WORD, Vocabulary
 from kinds.text_generate import Spec
 from kinds.text_lm import MODEL_FILE, VOCABULARY_FILE
@@ -22,7 +23,6 @@ from kinds.text_lm.model import build_model
 from kinds.text_lm.sampling import Sampler
 from kinds.text_lm.train import format_samples
 
-SEED_MODULUS = 2**63
 GENERATE_STREAM = 0  # second key component; text-lm's epoch samples use the epoch (>= 1)
 TEXT_FILE, JSON_FILE = "continuations.txt", "continuations.json"
 
@@ -30,13 +30,10 @@ TEXT_FILE, JSON_FILE = "continuations.txt", "continuations.json"
 class LoadedLm:
     """A model of one shape and its compiled sampler; `load` swaps in trained weights."""
 
-    builds = 0
-
     def __init__(self, shape: dict[str, Any], window: int) -> None:
         self.model = build_model(shape)
         self.sampler = Sampler(self.model, window)
         self.loaded: tuple[str, int, int] | None = None
-        LoadedLm.builds += 1
 
     def load(self, path: Path) -> None:
         stat = path.stat()

@@ -23,9 +23,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from kinds.contract import CheckpointedSpec, JobContext
-from kinds.precision import MIXED_PRECISION_HELP
+from kinds.contract import JobContext
 from kinds.text_corpus import validate_corpus, words
+from kinds.training_spec import TrainingSpec
 
 DEFAULT_QUEUE = "gpu"
 
@@ -73,7 +73,10 @@ ONLY_FOR = {
 Temperature = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
-class Spec(CheckpointedSpec):
+class Spec(TrainingSpec):
+    """Fields common to both architectures default to the transformer's values; the
+    lstm's are filled in when the architecture is lstm and the field is not given."""
+
     corpus: str = Field(
         "imdb",
         description="imdb (Keras' IMDB reviews, downloaded on first use), a directory of "
@@ -82,17 +85,17 @@ class Spec(CheckpointedSpec):
     architecture: Literal["transformer", "lstm"] = Field(
         TRANSFORMER, description="word-level Transformer decoder, or character-level LSTM"
     )
-    epochs: int | None = Field(None, gt=0, description="10 (transformer), 60 (lstm)")
-    batch_size: int | None = Field(None, gt=0, description="256 (transformer), 128 (lstm)")
-    sequence_length: int | None = Field(
-        None,
+    epochs: int = Field(10, gt=0, description="10 (transformer), 60 (lstm)")
+    batch_size: int = Field(256, gt=0, description="256 (transformer), 128 (lstm)")
+    sequence_length: int = Field(
+        100,
         gt=0,
         le=MAX_SEQUENCE_LENGTH,
         description="transformer: tokens per training sequence (100; the model reads one "
         "fewer); lstm: characters read per prediction (60)",
     )
-    stride: int | None = Field(
-        None,
+    stride: int = Field(
+        None,  # filled in by _architecture_defaults
         gt=0,
         description="tokens between the starts of consecutive training windows "
         "(transformer: sequence_length - 1, i.e. consecutive pieces; lstm: 3)",
@@ -106,19 +109,15 @@ class Spec(CheckpointedSpec):
     )
     num_heads: int | None = Field(None, gt=0, description="transformer: attention heads (2)")
     lstm_units: int | None = Field(None, gt=0, description="lstm: units of the LSTM (128)")
-    learning_rate: float | None = Field(
-        None, gt=0, description="RMSprop: 1e-3 (transformer), 1e-2 (lstm)"
-    )
-    steps_per_epoch: int | None = Field(None, gt=0, description="cap on batches per epoch")
-    mixed_precision: bool = Field(False, description=MIXED_PRECISION_HELP)
+    learning_rate: float = Field(1e-3, gt=0, description="RMSprop: 1e-3 (transformer), 1e-2 (lstm)")
     prompt: str | None = Field(
         None,
         min_length=1,
         description="start of every epoch's samples: 'this movie' (transformer); lstm: a "
         "passage of the corpus chosen by the seed",
     )
-    generate_length: int | None = Field(
-        None, gt=0, le=MAX_GENERATE_LENGTH, description="tokens per sample: 50 / 400"
+    generate_length: int = Field(
+        50, gt=0, le=MAX_GENERATE_LENGTH, description="tokens per sample: 50 / 400"
     )
     temperatures: list[Temperature] = Field(
         default_factory=lambda: list(DEFAULT_TEMPERATURES),
@@ -154,8 +153,8 @@ class Spec(CheckpointedSpec):
 
     @field_validator("sequence_length")
     @classmethod
-    def _check_sequence_length(cls, length: int | None, info: ValidationInfo) -> int | None:
-        if info.data.get("architecture") == TRANSFORMER and length is not None and length < 2:
+    def _check_sequence_length(cls, length: int, info: ValidationInfo) -> int:
+        if info.data.get("architecture") == TRANSFORMER and length < 2:
             raise ValueError("must be at least 2 for the transformer (inputs and next words)")
         return length
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import hashlib
 import math
 
@@ -27,9 +26,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kinds import keras_state, precision
-from kinds.contract import Checkpoint, JobContext, JobError
-from kinds.reproducibility import configure_randomness, save_model
+from kinds.contract import JobContext, JobError
+from kinds.reproducibility import configure_randomness
+from kinds.seeds import SEED_MODULUS, Stream
 from kinds.text_corpus import (
     CHARACTER,
     PADDING,
@@ -41,11 +40,11 @@ from kinds.text_corpus import (
 from kinds.text_lm import LSTM, MODEL_FILE, TRANSFORMER, VOCABULARY_FILE, Spec
 from kinds.text_lm.model import build_model
 from kinds.text_lm.sampling import Sampler
+from kinds.training import EpochLoop, TrainingRows, save_models, save_sample
+from kinds.training_models import OptimizerPlan, TrainingModels
 
-# Second seed component of each use of the job seed, so no two uses share numbers.
-MODEL_INIT, DATA_ORDER, PROMPT_CHOICE = 1, 2, 3
-SEED_MODULUS = 2**63  # stateless random keys are int64
 ADAPT_BATCH = 512  # documents per TextVectorization call
+MODEL_NAME = MODEL_FILE.removesuffix(".keras")
 
 
 def model_shape(spec: Spec, vocab_size: int) -> dict[str, object]:
@@ -66,60 +65,43 @@ def cache_key(spec: Spec, vocab_size: int) -> tuple[object, ...]:
     return ("text-lm", *model_shape(spec, vocab_size).values(), spec.mixed_precision)
 
 
-class TextLmModels:
-    """Per-process cache entry for one architecture and shape: the model, its RMSprop,
-    the compiled train step and the compiled sampler. Jobs reuse it through
-    `start_job`, which resets all state.
-
-    `builds` (class-wide) counts entries built in this process, `jobs` the jobs that
-    used this entry, `tracing_count` the traces of the train step.
-    """
-
-    builds = 0
+class TextLmModels(TrainingModels):
+    """The model of one architecture and shape, its RMSprop, the compiled train step and
+    the compiled sampler (text-generate's, see kinds.text_lm.sampling)."""
 
     def __init__(self, spec: Spec, vocab_size: int) -> None:
-        self.architecture = spec.architecture
-        with precision.compute_policy(spec.mixed_precision):
-            self.model = build_model(model_shape(spec, vocab_size))
         if spec.architecture == LSTM:
             rows = tf.TensorSpec([None], tf.int32)  # the character stream
         else:
             rows = tf.TensorSpec([None, None], tf.int32)  # the padded pieces
-        self.optimizer = precision.optimizer(keras.optimizers.RMSprop(), spec.mixed_precision)
-        self.optimizer.build(self.model.trainable_variables)
-        self.state = keras_state.TrainingState(
-            models={"model": self.model},
-            optimizers={"optimizer": (self.optimizer, self.model.trainable_variables)},
+        self.architecture = spec.architecture
+        super().__init__(
+            networks={"model": lambda: build_model(model_shape(spec, vocab_size))},
+            optimizers={"optimizer": OptimizerPlan(keras.optimizers.RMSprop, ("model",))},
+            # all rows, this batch's rows, the random key (unused: no random op)
+            signature=[rows, tf.TensorSpec([None], tf.int32), tf.TensorSpec([2], tf.int64)],
+            mixed=spec.mixed_precision,
+            autograph=False,
         )
+        self.model = self.networks["model"]
+        self.optimizer = self.optimizers["optimizer"]
         self.window = tf.Variable(spec.window, trainable=False, name="window", dtype=tf.int32)
-        # A fixed signature: one trace per entry, whatever the job's data or seed.
-        signature = [rows, tf.TensorSpec([None], tf.int32)]  # all rows, this batch's rows
-        self.train_step = tf.function(self._train_step, input_signature=signature, autograph=False)
         self.sampler = Sampler(self.model, spec.window)
-        self.jobs = 0
-        TextLmModels.builds += 1
 
-    @property
-    def tracing_count(self) -> int:
-        return self.train_step.experimental_get_tracing_count()
-
-    def start_job(self, spec: Spec) -> None:
-        """Reset everything to the state a fresh build would have for this spec."""
-        keras_state.reinitialize(self.model, (spec.seed, MODEL_INIT))
-        keras_state.reset_optimizer(self.optimizer, spec.learning_rate)
+    def configure(self, spec: Spec) -> None:
         self.window.assign(spec.window)
-        self.jobs += 1
 
-    def _train_step(self, data: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
-        """One RMSprop update on the batch of `rows`; returns its mean loss."""
+    def _train_step(self, data: tf.Tensor, *batch: tf.Tensor) -> tf.Tensor:
+        """One RMSprop update on the batch of `rows`; returns [its mean loss]."""
+        rows, _ = batch
         if self.architecture == LSTM:
             offsets = tf.range(self.window + 1)
-            batch = tf.gather(data, rows[:, tf.newaxis] + offsets[tf.newaxis])
-            inputs, targets = batch[:, :-1], batch[:, -1]
+            inputs_and_targets = tf.gather(data, rows[:, tf.newaxis] + offsets[tf.newaxis])
+            inputs, targets = inputs_and_targets[:, :-1], inputs_and_targets[:, -1]
             weights = tf.ones_like(targets, tf.float32)
         else:
-            batch = tf.gather(data, rows)
-            inputs, targets = batch[:, :-1], batch[:, 1:]
+            pieces = tf.gather(data, rows)
+            inputs, targets = pieces[:, :-1], pieces[:, 1:]
             weights = tf.cast(targets != 0, tf.float32)  # padding after a document's end
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
@@ -131,28 +113,30 @@ class TextLmModels:
         # RMSprop squares per repeat instead of after summing; dense is the exact update.
         gradients = [tf.convert_to_tensor(g) for g in tape.gradient(scaled, variables)]
         self.optimizer.apply(gradients, variables)
-        return loss
+        return tf.reshape(loss, [1])
 
 
 @dataclasses.dataclass(frozen=True)
 class Corpus:
-    """The training data: the vocabulary, the rows (transformer: padded pieces, one
-    per row; lstm: the character stream, rows being start offsets) and a digest."""
+    """The training data: the vocabulary, the data (transformer: padded pieces, one per
+    row; lstm: the character stream, rows being start offsets), its rows and a digest."""
 
     vocabulary: Vocabulary
     data: np.ndarray
-    rows: int
+    count: int
     digest: str
 
-
-@dataclasses.dataclass
-class Position:
-    """Where training stands: `step` steps of `epoch` are done (epochs count from 1)."""
-
-    epoch: int = 1
-    step: int = 0
-    global_step: int = 0
-    loss_sum: float = 0.0  # over the finished steps of this epoch
+    def rows(self, spec: Spec) -> TrainingRows:
+        return TrainingRows(
+            count=self.count,
+            source="corpus",
+            describe=f"corpus {spec.corpus!r} gives {self.count} training sequences of "
+            f"{spec.sequence_length} {spec.token_name}s",
+            too_small="corpus_too_small",
+            identity={"rows": self.count, "data_sha256": self.digest},
+            extra={"vocabulary": self.vocabulary.tokens},
+            stride=spec.stride if spec.architecture == LSTM else 1,
+        )
 
 
 def train(spec: Spec, ctx: JobContext) -> None:
@@ -179,7 +163,28 @@ def train(spec: Spec, ctx: JobContext) -> None:
     size = len(vocabulary.tokens)
     models = ctx.cache.get_or_build(cache_key(spec, size), lambda: TextLmModels(spec, size))
     models.start_job(spec)
-    _Trainer(spec, ctx, models, corpus, prompt).run(checkpoint)
+    data = tf.convert_to_tensor(corpus.data)
+    seed = spec.seed % SEED_MODULUS
+
+    def train_step(rows: np.ndarray, key: np.ndarray) -> list[float]:
+        return models.train_step(data, rows, key).numpy().tolist()
+
+    def save_samples(epoch: int, step: int) -> None:
+        """The prompt continued at every temperature, keyed by (seed, epoch)."""
+        tokens = models.sampler.generate(
+            prompt, spec.generate_length, spec.temperatures, (seed, epoch)
+        )
+        text = format_samples(
+            vocabulary, vocabulary.prompt, spec.temperatures, tokens, f"epoch {epoch}"
+        )
+        save_sample(ctx, text.encode(), epoch=epoch, step=step, suffix=".txt")
+
+    loop = EpochLoop(
+        spec, ctx, rows=corpus.rows(spec), metrics=("loss",), train_step=train_step,
+        state=models.state, end_epoch=save_samples,
+    )  # fmt: skip
+    last_step = loop.run(checkpoint)
+    save_models(ctx, {MODEL_NAME: models.model}, epoch=spec.epochs, step=last_step)
 
 
 def prepare_corpus(spec: Spec, documents: list[str], tokens: list[str] | None) -> Corpus:
@@ -240,121 +245,9 @@ def _pieces(ids: np.ndarray, length: int, stride: int) -> np.ndarray:
 def _passage(text: str, spec: Spec) -> str:
     """The LSTM's default prompt: `sequence_length` characters of the corpus chosen by the
     seed (the reference starts from a random passage)."""
-    rng = np.random.default_rng([spec.seed, PROMPT_CHOICE])
+    rng = np.random.default_rng([spec.seed, Stream.SAMPLES])
     start = int(rng.integers(0, max(1, len(text) - spec.window)))
     return text[start : start + spec.window]
-
-
-class _Trainer:
-    def __init__(
-        self, spec: Spec, ctx: JobContext, models: TextLmModels, corpus: Corpus, prompt: list[int]
-    ) -> None:
-        self.spec, self.ctx, self.models, self.corpus = spec, ctx, models, corpus
-        self.steps = steps_per_epoch(spec, corpus.rows)
-        self.total = spec.epochs * self.steps
-        self.data = tf.convert_to_tensor(corpus.data)
-        self.prompt = prompt
-        self.seed = spec.seed % SEED_MODULUS
-
-    def run(self, checkpoint: Checkpoint | None) -> None:
-        position = self._resume(checkpoint)
-        while position.epoch <= self.spec.epochs:
-            order = epoch_order(self.spec, position.epoch, self.corpus.rows)
-            while position.step < self.steps:
-                self._step(position, order)
-            position = Position(epoch=position.epoch + 1, global_step=position.global_step)
-        self.ctx.save_output(
-            "model",
-            MODEL_FILE,
-            functools.partial(save_model, self.models.model),
-            epoch=self.spec.epochs,
-            step=position.global_step,
-        )
-
-    def _step(self, position: Position, order: np.ndarray) -> None:
-        batch = self.spec.batch_size
-        rows = order[position.step * batch : (position.step + 1) * batch]
-        loss = float(self.models.train_step(self.data, rows).numpy())
-        if not math.isfinite(loss):
-            raise JobError(
-                "nan_loss",
-                f"loss is not finite at epoch {position.epoch}, step {position.global_step + 1} "
-                f"(loss={loss}); try a lower learning_rate",
-            )
-        position.step += 1
-        position.global_step += 1
-        position.loss_sum += loss
-        self.ctx.progress(
-            position.global_step, self.total, epoch=position.epoch, metrics={"loss": loss}
-        )
-        if position.step == self.steps:
-            self._finish_epoch(position)
-        self.ctx.boundary(position.global_step, self._snapshotter(position))
-
-    def _finish_epoch(self, position: Position) -> None:
-        epoch, step = position.epoch, position.global_step
-        self.ctx.metrics({"loss": position.loss_sum / self.steps}, step=step, epoch=epoch)
-        text = self.samples(epoch)
-        self.ctx.save_output(
-            "sample",
-            f"epoch_{epoch:04d}.txt",
-            text.encode(),
-            epoch=epoch,
-            step=step,
-        )
-
-    def samples(self, epoch: int) -> str:
-        """The prompt continued at every temperature, keyed by (seed, epoch)."""
-        spec, vocabulary = self.spec, self.corpus.vocabulary
-        tokens = self.models.sampler.generate(
-            self.prompt, spec.generate_length, spec.temperatures, (self.seed, epoch)
-        )
-        return format_samples(
-            vocabulary, vocabulary.prompt, spec.temperatures, tokens, f"epoch {epoch}"
-        )
-
-    def _snapshotter(self, position: Position) -> functools.partial[Checkpoint]:
-        # A finished epoch is saved as the start of the next one.
-        if position.step == self.steps:
-            position = Position(epoch=position.epoch + 1, global_step=position.global_step)
-        return functools.partial(self._snapshot, dataclasses.replace(position))
-
-    def _snapshot(self, position: Position) -> Checkpoint:
-        meta = {
-            "epoch": position.epoch,
-            "step_in_epoch": position.step,
-            "global_step": position.global_step,
-            "loss_sum": position.loss_sum,
-            "steps_per_epoch": self.steps,
-            "rows": self.corpus.rows,
-            "data_sha256": self.corpus.digest,
-            "vocabulary": self.corpus.vocabulary.tokens,
-        }
-        return Checkpoint(step=position.global_step, arrays=self.models.state.arrays(), meta=meta)
-
-    def _resume(self, checkpoint: Checkpoint | None) -> Position:
-        if checkpoint is None:
-            return Position()
-        meta = checkpoint.meta
-        if meta.get("data_sha256") != self.corpus.digest or meta.get("steps_per_epoch") != (
-            self.steps
-        ):
-            raise JobError(
-                "checkpoint_mismatch",
-                f"checkpoint was taken on other training data ({meta.get('rows')} rows, "
-                f"{meta.get('steps_per_epoch')} steps per epoch; the corpus now gives "
-                f"{self.corpus.rows} and {self.steps}): did the corpus change?",
-            )
-        try:
-            self.models.state.load(dict(checkpoint.arrays))
-        except keras_state.StateMismatch as exc:
-            raise JobError("checkpoint_mismatch", f"cannot resume: {exc}") from None
-        return Position(
-            epoch=int(meta["epoch"]),
-            step=int(meta["step_in_epoch"]),
-            global_step=int(meta["global_step"]),
-            loss_sum=float(meta["loss_sum"]),
-        )
 
 
 def format_samples(
@@ -371,23 +264,3 @@ def format_samples(
         continuation = vocabulary.decode(row)
         parts.append(f"\n--- temperature {temperature:g}\n{prompt}{separator}{continuation}")
     return "\n".join(parts) + "\n"
-
-
-def steps_per_epoch(spec: Spec, rows: int) -> int:
-    """Full batches per epoch (a last partial batch is dropped), capped by the spec."""
-    steps = rows // spec.batch_size
-    if steps == 0:
-        raise JobError(
-            "corpus_too_small",
-            f"corpus {spec.corpus!r} gives {rows} training sequences of {spec.sequence_length} "
-            f"{spec.token_name}s, fewer than one batch ({spec.batch_size})",
-        )
-    return min(steps, spec.steps_per_epoch or steps)
-
-
-def epoch_order(spec: Spec, epoch: int, rows: int) -> np.ndarray:
-    """The shuffled rows of one epoch, a function of (seed, epoch) only. LSTM rows are
-    start offsets into the character stream."""
-    rng = np.random.default_rng([spec.seed, DATA_ORDER, epoch])
-    order = rng.permutation(rows).astype(np.int32)
-    return order * spec.stride if spec.architecture == LSTM else order

@@ -16,7 +16,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from kinds.contract import JobContext
-from kinds.training import ImageTrainingSpec
+from kinds.fields import count_field
+from kinds.training_spec import ImageTrainingSpec
 
 DEFAULT_QUEUE = "gpu"
 
@@ -24,18 +25,12 @@ MAX_GRID_SIZE = 64
 
 
 class Spec(ImageTrainingSpec):
-    image_size: int = Field(
-        28, description="side of the square images: a multiple of 4 from 16 to 128"
-    )
     epochs: int = Field(30, gt=0)
     batch_size: int = Field(128, gt=0)
     latent_dim: int = Field(2, ge=2, description="dimensions of the latent space (2 or more)")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
-    grid_size: int = Field(
-        30,
-        gt=0,
-        le=MAX_GRID_SIZE,
-        description="points per side of each epoch's latent grid (first two latent dims)",
+    grid_size: int = count_field(
+        30, MAX_GRID_SIZE, "points per side of each epoch's latent grid (first two latent dims)"
     )
     grid_range: float = Field(
         1.0, gt=0, description="the grid spans -grid_range..grid_range on both axes"

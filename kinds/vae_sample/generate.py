@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -10,9 +11,12 @@ from kinds.contract import Checkpoint, JobContext, JobError
 from kinds.datasets import load_images, load_labelled_images
 from kinds.images import grid_png, png_bytes, to_uint8
 from kinds.sampling import gif_bytes, latent_grid, load_model, model_path, predict, walk
+from kinds.seeds import SamplingStream
 from kinds.vae_sample import Spec
 
-WALK_POINTS = 1  # second seed component of the walk's random end points
+if TYPE_CHECKING:
+    import keras
+
 LUMINANCE = np.array([0.299, 0.587, 0.114], np.float32)  # RGB -> grey (ITU-R 601)
 
 
@@ -30,7 +34,7 @@ def generate(spec: Spec, ctx: JobContext) -> None:
     ctx.boundary(1, lambda: Checkpoint(step=1, arrays={}, meta={}))
 
 
-def _grid(spec: Spec, ctx: JobContext, decoder: object, latent_dim: int) -> None:
+def _grid(spec: Spec, ctx: JobContext, decoder: keras.Model, latent_dim: int) -> None:
     if max(spec.grid_dims) >= latent_dim:
         raise _bad(
             f"grid_dims {list(spec.grid_dims)} do not exist in a {latent_dim}-D latent space"
@@ -41,14 +45,16 @@ def _grid(spec: Spec, ctx: JobContext, decoder: object, latent_dim: int) -> None
     ctx.save_output("grid", "latent_grid.png", png)
 
 
-def _walk(spec: Spec, ctx: JobContext, decoder: object, latent_dim: int) -> None:
+def _walk(spec: Spec, ctx: JobContext, decoder: keras.Model, latent_dim: int) -> None:
     if spec.start is not None and spec.end is not None:
         for name, point in (("start", spec.start), ("end", spec.end)):
             if len(point) != latent_dim:
                 raise _bad(f"{name} has {len(point)} values, the latent space {latent_dim}")
         ends = np.array([spec.start, spec.end], np.float64)
     else:
-        ends = np.random.default_rng([spec.seed, WALK_POINTS]).standard_normal((2, latent_dim))
+        ends = np.random.default_rng([spec.seed, SamplingStream.WALK]).standard_normal(
+            (2, latent_dim)
+        )
     frames = predict(decoder, walk(ends[0], ends[1], spec.frames, spherical=False))
     for index, frame in enumerate(to_uint8(frames)):
         data = png_bytes(frame)
@@ -57,7 +63,7 @@ def _walk(spec: Spec, ctx: JobContext, decoder: object, latent_dim: int) -> None
     ctx.save_output("walk", "walk.gif", gif)
 
 
-def _concept(spec: Spec, ctx: JobContext, encoder: object, decoder: object) -> None:
+def _concept(spec: Spec, ctx: JobContext, encoder: keras.Model, decoder: keras.Model) -> None:
     _, size, _, channels = (int(d) if d else 0 for d in encoder.inputs[0].shape)
     with_set, without_set = _attribute_sets(spec, size, channels)
     z_with = predict(encoder, with_set, output=0)

@@ -1,0 +1,27 @@
+"""Spec fields whose ranges and help texts come from the constants that bound them, so
+that a limit is written once and the help says what the check enforces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 128
+"""Sides of the square images the image training kinds train on (multiples of 4)."""
+IMAGE_SIZE_MULTIPLE = 4
+IMAGE_SIZE_HELP = (
+    f"side of the square images: a multiple of {IMAGE_SIZE_MULTIPLE} from {MIN_IMAGE_SIZE} "
+    f"to {MAX_IMAGE_SIZE} (e.g. 28, 32, 64)"
+)
+
+
+def image_size_field(default: int) -> Any:
+    """`image_size` of an image training kind (checked by ImageTrainingSpec)."""
+    return Field(default, description=IMAGE_SIZE_HELP)
+
+
+def count_field(default: int, most: int, help_: str, *, least: int = 1) -> Any:
+    """A whole number from `least` to `most`, its range named in its help text."""
+    lower: dict[str, int] = {"gt": 0} if least == 1 else {"ge": least}
+    return Field(default, le=most, description=f"{help_} ({least} to {most})", **lower)

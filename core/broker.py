@@ -34,4 +34,7 @@ def wake_scheduler(settings: Settings) -> None:
         return
     with contextlib.suppress(redis.RedisError, OSError):
         client = _waker(settings.broker_url, os.getpid())
-        client.pipeline().lpush(redis_keys.WAKE, 1).ltrim(redis_keys.WAKE, 0, 0).execute()
+        pipeline = client.pipeline()  # queued one by one: see core.presence.live_workers
+        pipeline.lpush(redis_keys.WAKE, 1)
+        pipeline.ltrim(redis_keys.WAKE, 0, 0)
+        pipeline.execute()

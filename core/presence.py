@@ -46,9 +46,12 @@ def withdraw(client: redis.Redis, name: str) -> None:
 
 
 def live_workers(client: redis.Redis) -> list[WorkerSlots]:
-    (seconds, microseconds), entries = (
-        client.pipeline().time().hgetall(redis_keys.WORKERS).execute()
-    )
+    # redis-py types a pipeline's commands by their results, not as the pipeline they
+    # return, so the commands are queued one by one rather than chained.
+    pipeline = client.pipeline()
+    pipeline.time()
+    pipeline.hgetall(redis_keys.WORKERS)
+    (seconds, microseconds), entries = pipeline.execute()
     now = seconds + microseconds / 1e6
     workers, expired = [], []
     for name, raw in entries.items():

@@ -12,9 +12,20 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, aliased
 
 from db.models import Event, EventType, Job, JobStatus, Output, StopRequest, utcnow
@@ -61,7 +72,12 @@ def create_job(
 def _set_status(session: Session, job_id: str, where: ColumnElement[bool], **values: Any) -> bool:
     statement = update(Job).where(Job.id == job_id, where).values(updated_at=utcnow(), **values)
     # No ORM session synchronisation: these statements are the only writers of the row.
-    result = session.execute(statement.execution_options(synchronize_session=False))
+    # An UPDATE's result is a CursorResult (which has rowcount); Session.execute is typed
+    # for every statement as the plain Result.
+    result = cast(
+        CursorResult[Any],
+        session.execute(statement.execution_options(synchronize_session=False)),
+    )
     return result.rowcount == 1
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import inspect, text
 
 from db.engine import engine_for
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD_REVISION = "0001"
@@ -17,7 +21,7 @@ class SchemaOutdated(RuntimeError):
     """The database's schema is not the one this version of Atelier needs."""
 
 
-def _config(url: str):  # -> alembic.config.Config, imported lazily: alembic is slow to load
+def _config(url: str) -> Config:  # alembic is imported lazily: it is slow to load
     from alembic.config import Config
 
     config = Config()

@@ -98,7 +98,7 @@ def vgg_preprocess(rgb: np.ndarray) -> np.ndarray:
 
 def vgg_deprocess(x: np.ndarray) -> np.ndarray:
     """Inverse of `vgg_preprocess` to uint8 RGB (h, w, 3): clipped, then truncated."""
-    bgr = np.asarray(x, dtype=np.float32).reshape(x.shape[-3:]) + np.float32(VGG_BGR_MEAN)
+    bgr = np.asarray(x, dtype=np.float32).reshape(x.shape[-3:]) + np.array(VGG_BGR_MEAN, np.float32)
     return np.clip(bgr[..., ::-1], 0, 255).astype(np.uint8)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import builtins
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -202,7 +204,8 @@ class Client:
         with self.readers() as session:
             return session.scalar(select(func.count()).where(Job.status == status)) or 0
 
-    def events(self, job_id: str) -> list[dict[str, Any]]:
+    # `list` in this class's annotations below is the method above, hence builtins.list.
+    def events(self, job_id: str) -> builtins.list[dict[str, Any]]:
         with self.readers() as session:
             resolved = self._resolve(session, job_id)
             rows = session.scalars(
@@ -219,7 +222,7 @@ class Client:
     def resume(self, job_id: str) -> str | None:
         return self._change(job_id, lambda s, i: "pending" if jobs.resume(s, i) else None)
 
-    def _change(self, job_id: str, change: Any) -> str | None:
+    def _change(self, job_id: str, change: Callable[[Session, str], str | None]) -> str | None:
         with self.sessions.begin() as session:
             outcome = change(session, self._resolve(session, job_id))
         wake_scheduler(self.settings)

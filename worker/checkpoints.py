@@ -42,7 +42,8 @@ class CheckpointStore:
 
         def write(path: Path) -> None:
             with open(path, "wb") as handle:
-                np.savez(handle, **fields)
+                # numpy's default, spelled out so no array name can be taken for it
+                np.savez(handle, allow_pickle=True, **fields)
 
         return publish(self.latest, write, keep_previous=self.folder / PREVIOUS)
 

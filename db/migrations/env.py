@@ -6,7 +6,10 @@ from db.engine import make_engine
 from db.models import Base
 
 config = context.config
-engine = make_engine(config.get_main_option("sqlalchemy.url"))
+url = config.get_main_option("sqlalchemy.url")
+if url is None:
+    raise RuntimeError("no sqlalchemy.url in the Alembic config: run migrations via db.migrate")
+engine = make_engine(url)
 with engine.connect() as connection:
     context.configure(connection=connection, target_metadata=Base.metadata)
     with context.begin_transaction():

@@ -44,7 +44,7 @@ class LbfgsState:
             "lbfgs.y": np.stack(self.y) if self.y else np.zeros((0, size), np.float32),
         }
 
-    def meta(self) -> dict[str, float | int | bool]:
+    def meta(self) -> dict[str, object]:
         return {"loss": self.loss, "evaluations": self.evaluations, "stalled": self.stalled}
 
     @classmethod

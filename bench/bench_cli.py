@@ -1,52 +1,66 @@
 """CLI responsiveness: `atelier submit --help` and a real `atelier submit` (to a parked
-queue, then cancelled), against a bare `python -c pass` measured in the same run.
+queue: no worker takes it), against a bare `python -c pass` measured in the same run.
 
-    python bench/bench_cli.py [--repeats 15]
+    python bench/bench_cli.py [--repeats 15] [--quick] [--json FILE]
+
+Each command is a fresh process, as a user runs it; the three alternate (order reversed
+every repeat) after one untimed run each (the first submit creates and migrates the
+database). Median wall times; the interpreter's own start-up is the floor.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
+from functools import partial
 
-REPO = Path(__file__).resolve().parent.parent
+import harness
 
 
-def timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
+def timed(command: list[str], env: dict[str, str]) -> float:
     began = time.perf_counter()
-    result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-    return time.perf_counter() - began, result.stdout
+    subprocess.run(command, env=env, capture_output=True, check=True)
+    return time.perf_counter() - began
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15)
-    args = parser.parse_args()
+    args = harness.parse(harness.parser(__doc__, repeats=15), quick={"repeats": 2})
+    report = harness.Report("cli", args)
     home = tempfile.mkdtemp(prefix="atelier-bench-cli-")
-    env = {**os.environ, "ATELIER_HOME": home, "PYTHONPATH": str(REPO)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
+    env |= {"ATELIER_HOME": home, "PYTHONPATH": str(harness.REPO)}
     cli = [sys.executable, "-m", "scheduler.cli"]
     commands = {
-        "python -c pass": [sys.executable, "-c", "pass"],
-        "atelier submit --help": [*cli, "submit", "--help"],
-        "atelier submit dcgan": [*cli, "submit", "dcgan", "--queue", "parked"],
+        "python": [sys.executable, "-c", "pass"],
+        "help": [*cli, "submit", "--help"],
+        "submit": [*cli, "submit", "dcgan", "--queue", "parked"],
     }
-    timed(commands["atelier submit dcgan"], env)  # creates and migrates the database
-    times: dict[str, list[float]] = {name: [] for name in commands}
-    for _ in range(args.repeats):  # interleaved, so machine noise hits all alike
-        for name, command in commands.items():
-            seconds, _ = timed(command, env)
-            times[name].append(seconds)
-    baseline = statistics.median(times["python -c pass"])
-    print(f"median wall time over {args.repeats} runs (target: well under 1.5 s)")
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"  {name:<24} {median * 1000:7.0f} ms   {median / baseline:5.1f}x python -c pass")
+    try:
+        times = harness.interleave(
+            {name: partial(timed, command, env) for name, command in commands.items()},
+            args.repeats,
+            describe=lambda seconds: f"{seconds * 1000:.0f} ms",
+        )
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    ms = {name: [seconds * 1000 for seconds in values] for name, values in times.items()}
+    python = harness.median(ms["python"])
+    report.figure("python_startup_ms", python, "ms", runs=ms["python"], command="python -c pass")
+    for name, figure in (("help", "submit_help_ms"), ("submit", "submit_dcgan_ms")):
+        report.figure(
+            figure,
+            harness.median(ms[name]),
+            "ms",
+            baseline="python -c pass",
+            baseline_value=python,
+            target="well under 1500 ms",
+            runs=ms[name],
+            command="atelier " + " ".join(commands[name][3:]),
+        )
 
 
 if __name__ == "__main__":

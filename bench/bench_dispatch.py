@@ -1,61 +1,57 @@
 """Dispatch overhead: a no-op job through Atelier against a bare Celery task on the same
 embedded Redis, both with one prefork worker process and the same Celery settings.
 
-    python bench/bench_dispatch.py [--latency-jobs 100] [--throughput-jobs 300]
+    python bench/bench_dispatch.py [--repeats 3] [--latency-jobs 100]
+                                   [--throughput-jobs 300] [--quick] [--json FILE]
 
-Prints submit→start latency p50/p99 and jobs/s for both, and the ratios.
+One `atelier up --workers 1` stack (the no-op kind of bench/kinds.py registered) and,
+beside it, a bare Celery worker (`bench.kinds:bare_app`, queue `bare`). Every repeat
+runs both arms, the order reversed every repeat, each arm: submit→start latency of
+`--latency-jobs` jobs one at a time (Atelier: the job's created_at to its started_at in
+the database; bare: the send time to the task's start), then throughput of
+`--throughput-jobs` jobs submitted at once (until all are done). Latency p50/p99 over the
+jobs of all repeats; throughput as medians and the paired ratio atelier/bare.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
+import harness
 
-REPO = Path(__file__).resolve().parent.parent
+from bench.kinds import BARE_STARTS_KEY
+from core.broker import redis_client
+from core.celery_app import make_app
+from scheduler.client import Client
+from tests.fixtures.stacks import Stack
+
 POLL_SECONDS = 0.02
 
 
-def environment(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
-    env.update(
-        ATELIER_HOME=str(home),
-        ATELIER_EXTRA_KINDS="noop=bench.kinds",
-        PYTHONPATH=str(REPO),
-    )
-    return env
+@dataclass(frozen=True)
+class Dispatch:
+    latencies: list[float]  # seconds, one per job
+    rate: float  # jobs/s
+
+    def __str__(self) -> str:
+        p50 = harness.median(self.latencies) * 1000
+        return f"latency p50 {p50:.1f} ms, throughput {self.rate:.1f} jobs/s"
 
 
-def start(env: dict[str, str], home: Path) -> list[subprocess.Popen[bytes]]:
-    log = open(home / "bench.log", "ab")  # noqa: SIM115
-    up = subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", "up", "--workers", "1", "--queues", "gpu"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    bare = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "bench.kinds:bare_app", "worker", "-Q", "bare",
-         "-c", "1", "-P", "prefork", "--without-gossip", "--without-mingle", "-l", "WARNING"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    return [up, bare]
-
-
-def atelier_latency(client, count: int) -> list[float]:
+def atelier_latency(client: Client, count: int) -> list[float]:
     latencies = []
     for _ in range(count):
-        job_id = client.submit("noop", {})
-        view = client.wait(job_id, timeout=60, poll=0.002)
+        view = client.wait(client.submit("noop", {}), timeout=60, poll=0.002)
+        assert view.started_at is not None
         latencies.append((view.started_at - view.created_at).total_seconds())
     return latencies
 
 
-def atelier_throughput(client, count: int) -> float:
+def atelier_throughput(client: Client, count: int) -> float:
     before = client.count("succeeded")
     began = time.perf_counter()
     for _ in range(count):
@@ -65,75 +61,95 @@ def atelier_throughput(client, count: int) -> float:
     return count / (time.perf_counter() - began)
 
 
-def bare_latency(app, redis_client, count: int) -> list[float]:
-    from bench.kinds import BARE_STARTS_KEY
-
+def bare_latency(app: Any, redis: Any, count: int) -> list[float]:
     latencies = []
     for _ in range(count):
         app.send_task("bench.bare_noop", args=[time.time()], queue="bare")
-        _, stamp = redis_client.blpop([BARE_STARTS_KEY], timeout=60)
+        _, stamp = redis.blpop([BARE_STARTS_KEY], timeout=60)
         sent, started = map(float, stamp.split())
         latencies.append(started - sent)
     return latencies
 
 
-def bare_throughput(app, redis_client, count: int) -> float:
-    from bench.kinds import BARE_STARTS_KEY
-
-    redis_client.delete(BARE_STARTS_KEY)
+def bare_throughput(app: Any, redis: Any, count: int) -> float:
+    redis.delete(BARE_STARTS_KEY)
     began = time.perf_counter()
     for _ in range(count):
         app.send_task("bench.bare_noop", args=[time.time()], queue="bare")
-    while redis_client.llen(BARE_STARTS_KEY) < count:
+    while redis.llen(BARE_STARTS_KEY) < count:
         time.sleep(POLL_SECONDS)
     return count / (time.perf_counter() - began)
 
 
-def percentiles(values: list[float]) -> tuple[float, float]:
-    p50, p99 = np.percentile(np.array(values) * 1000, [50, 99])
-    return float(p50), float(p99)
+def bare_worker(stack: Stack) -> subprocess.Popen[bytes]:
+    log = stack.log_path.open("ab")
+    command = [sys.executable, "-m", "celery", "-A", "bench.kinds:bare_app", "worker", "-Q",
+               "bare", "-c", "1", "-P", "prefork", "--without-gossip", "--without-mingle",
+               "-l", "WARNING"]  # fmt: skip
+    return subprocess.Popen(command, env=stack.env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def measure(stack: Stack, args: Any) -> dict[str, list[Dispatch]]:
+    client = stack.client
+    app = make_app(stack.settings)
+    redis = redis_client(stack.settings, timeout=70)
+
+    def atelier() -> Dispatch:
+        latencies = atelier_latency(client, args.latency_jobs)
+        return Dispatch(latencies, atelier_throughput(client, args.throughput_jobs))
+
+    def bare() -> Dispatch:
+        latencies = bare_latency(app, redis, args.latency_jobs)
+        return Dispatch(latencies, bare_throughput(app, redis, args.throughput_jobs))
+
+    warmup = {
+        "atelier": lambda: atelier_latency(client, 3),
+        "bare": lambda: bare_latency(app, redis, 3),
+    }
+    return harness.interleave({"atelier": atelier, "bare": bare}, args.repeats, warmup=warmup)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--latency-jobs", type=int, default=100)
-    parser.add_argument("--throughput-jobs", type=int, default=300)
-    args = parser.parse_args()
+    parser = harness.parser(__doc__, repeats=3)
+    parser.add_argument("--latency-jobs", type=int, default=100, help="per arm and repeat")
+    parser.add_argument("--throughput-jobs", type=int, default=300, help="per arm and repeat")
+    args = harness.parse(parser, quick={"repeats": 1, "latency_jobs": 5, "throughput_jobs": 20})
+    report = harness.Report("dispatch", args)
+    with harness.stack(workers=1, kinds="noop=bench.kinds") as stack:
+        bare = bare_worker(stack)
+        try:
+            results = measure(stack, args)
+        finally:
+            bare.terminate()
+            bare.wait(timeout=60)
 
-    home = Path(tempfile.mkdtemp(prefix="atelier-bench-"))
-    env = environment(home)
-    os.environ.update(env)
-    sys.path.insert(0, str(REPO))
-    from bench.kinds import bare_app
-    from core.broker import redis_client
-    from core.settings import load_settings
-    from scheduler.client import Client
-
-    processes = start(env, home)
-    try:
-        settings = load_settings()
-        client = Client(settings)
-        client.wait(client.submit("noop", {}), timeout=60)  # stack up and warm
-        redis = redis_client(settings, timeout=70)
-        bare_latency(bare_app, redis, 3)  # warm
-
-        a_lat = percentiles(atelier_latency(client, args.latency_jobs))
-        b_lat = percentiles(bare_latency(bare_app, redis, args.latency_jobs))
-        a_rate = atelier_throughput(client, args.throughput_jobs)
-        b_rate = bare_throughput(bare_app, redis, args.throughput_jobs)
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=60)
-
-    print(f"submit→start latency (ms)   p50      p99     ({args.latency_jobs} jobs, one at a time)")
-    print(f"  atelier no-op job       {a_lat[0]:7.1f}  {a_lat[1]:7.1f}")
-    print(f"  bare celery task        {b_lat[0]:7.1f}  {b_lat[1]:7.1f}")
-    print(f"throughput ({args.throughput_jobs} jobs submitted at once, 1 worker process)")
-    print(f"  atelier                 {a_rate:7.1f} jobs/s")
-    print(f"  bare celery             {b_rate:7.1f} jobs/s")
-    print(f"  ratio atelier/bare      {a_rate / b_rate:7.2f}  (target >= 0.33)")
+    latencies = {arm: [s * 1000 for r in rs for s in r.latencies] for arm, rs in results.items()}
+    jobs = f"{args.latency_jobs} jobs one at a time per repeat"
+    for percent in (50, 99):
+        report.figure(
+            f"latency_p{percent}_ms",
+            harness.percentile(latencies["atelier"], percent),
+            "ms",
+            baseline="bare celery task",
+            baseline_value=harness.percentile(latencies["bare"], percent),
+            target="<= 50 ms" if percent == 50 else None,
+            jobs=jobs,
+        )
+    rates = {arm: [r.rate for r in runs] for arm, runs in results.items()}
+    jobs = f"{args.throughput_jobs} no-op jobs submitted at once, one worker process"
+    report.figure(
+        "throughput_jobs_per_s",
+        harness.median(rates["atelier"]),
+        "jobs/s",
+        baseline="bare celery",
+        baseline_value=harness.median(rates["bare"]),
+        runs=rates["atelier"],
+        jobs=jobs,
+    )
+    report.ratio(
+        "throughput_ratio", rates["atelier"], rates["bare"], arm="atelier",
+        baseline="bare celery", target=">= 0.33", jobs=jobs,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

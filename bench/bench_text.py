@@ -1,159 +1,104 @@
 """Text kinds against plain Keras, in one process, interleaved repeats, medians.
 
-    python bench/bench_text.py [--repeats 5] [--tokens 20] [--steps 40]
+    python bench/bench_text.py [--repeats 5] [--tokens 20] [--steps 40] [--quick] [--json FILE]
 
-1. text-generate tokens/s: the kind's `run` (through a RunContext on a temporary
-   SQLite database, reading the model output of a text-lm job recorded there) against
-   the reference's sampler (code 12-7: per token, vectorize the sentence, one `predict`
-   of the whole sequence, sample in numpy), on a Transformer of the reference's sizes
-   (vocabulary 15000, sequence 100, embedding 256, feed-forward 2048, 2 heads; random
-   weights: speed does not depend on them), 5 temperatures. Target >= 10x.
-2. text-lm steps/s: the kind's training loop through a RunContext (progress,
-   metrics, per-epoch samples, checkpoints, all recorded in the database) against
-   `model.fit` of the same model on the same rows (a shuffled, batched, repeated
-   tf.data pipeline, as the reference feeds fit), batch size, optimizer and loss.
-   Steps/s is measured from the end of the first step to the end of the last, so the
+Jobs run through the worker runtime in this process (bench/harness.py LocalRuntime:
+claim, lease heartbeat, the real RunContext, outputs recorded in a temporary SQLite
+database).
+
+1. text-generate tokens/s: text-generate jobs against the reference's sampler (code
+   12-7: per token, vectorize the sentence, one `predict` of the whole sequence, sample
+   in numpy), both on the model a text-lm job of the reference's sizes (vocabulary
+   15000, sequence 100, embedding 256, feed-forward 2048, 2 heads) trained for one step
+   on a synthetic corpus (speed does not depend on the weights) and wrote as its outputs;
+   5 temperatures. The job is timed from its claim to its last output; the first job
+   (build, load weights, trace) is reported apart. Target >= 10x.
+2. text-lm steps/s: text-lm jobs (progress, metrics, per-epoch samples, checkpoints)
+   against `model.fit` of the same model on the same rows (a shuffled, batched, repeated
+   tf.data pipeline, as the reference feeds fit), batch size, optimizer and loss
+   (padding targets weighted 0, as the kind does). Steps 2..N (harness.Window), so the
    one-time trace of either is left out. Target >= 0.95x.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import random
-import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import harness
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from kinds.text_corpus import Vocabulary, load_documents
+from kinds.text_lm import Spec
+from kinds.text_lm.model import build_model
+from kinds.text_lm.train import prepare_corpus
 
-from core.settings import Settings, load_settings  # noqa: E402
-from db import jobs  # noqa: E402
-from db.engine import session_factory  # noqa: E402
-from db.migrate import upgrade  # noqa: E402
-from db.models import JobStatus  # noqa: E402
-from worker.model_cache import ProcessModelCache  # noqa: E402
-from worker.run_context import RunContext  # noqa: E402
-
-REFERENCE_SHAPE = {
-    "architecture": "transformer",
-    "vocab_size": 15000,
-    "sequence_length": 100,
-    "embed_dim": 256,
-    "latent_dim": 2048,
-    "num_heads": 2,
-}
+REFERENCE_SHAPE = {"vocab_size": 15000, "sequence_length": 100, "embed_dim": 256,
+                   "latent_dim": 2048, "num_heads": 2}  # fmt: skip
+QUICK_SHAPE = {"vocab_size": 500, "sequence_length": 20, "embed_dim": 32, "latent_dim": 64,
+               "num_heads": 2}  # fmt: skip
 TEMPERATURES = [0.2, 0.5, 0.7, 1.0, 1.5]
 PROMPT = "w5 w6"
 # Training benchmark: smaller than the reference so a run takes seconds on 2 cores.
 LM_SPEC: dict[str, Any] = dict(
-    architecture="transformer",
-    vocab_size=2000,
-    sequence_length=64,
-    embed_dim=128,
-    latent_dim=512,
-    num_heads=2,
-    batch_size=32,
-    epochs=2,
-    generate_length=20,
-    prompt="w1 w2",
-    checkpoint_every=40,
-)
+    architecture="transformer", vocab_size=2000, sequence_length=64, embed_dim=128,
+    latent_dim=512, num_heads=2, batch_size=32, epochs=2, generate_length=20,
+    prompt="w1 w2", checkpoint_every=40,
+)  # fmt: skip
 
 
-class Platform:
-    """A temporary ATELIER_HOME with a migrated SQLite database; jobs claimed as a
-    worker would, each run through a real RunContext."""
-
-    def __init__(self, home: Path) -> None:
-        self.settings: Settings = load_settings({"ATELIER_HOME": str(home)})
-        upgrade(self.settings.database_url)
-        self.sessions = session_factory(self.settings.database_url)
-        self.cache = ProcessModelCache()
-
-    def context(self, kind: str, spec: dict[str, Any], cls: type = RunContext) -> Any:
-        with self.sessions.begin() as session:
-            job_id = jobs.create_job(session, kind=kind, spec=spec, queue="gpu").id
-            jobs.mark_queued(session, job_id)
-            claim = jobs.claim(session, job_id, "bench", os.getpid(), 3600)
-        assert claim is not None
-        return cls(claim, self.settings, self.sessions, self.cache)
-
-
-class TimedContext(RunContext):
-    """Records when each step was reported."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.step_times: list[float] = []
-
-    def progress(self, step: int, total: int, **kwargs: Any) -> None:
-        super().progress(step, total, **kwargs)
-        self.step_times.append(time.perf_counter())
-
-
-class StepTimes(keras.callbacks.Callback):
-    def __init__(self) -> None:
-        super().__init__()
-        self.times: list[float] = []
-
-    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-        self.times.append(time.perf_counter())
-
-
-def steady_rate(times: list[float]) -> float:
-    """Steps per second from the end of the first step to the end of the last."""
-    return (len(times) - 1) / (times[-1] - times[0])
+def write_corpus(folder: Path, words: int, documents: int, length: int = 250) -> str:
+    """`documents` of `length` words `w0`..: each of the `words` once, the rest Zipf-drawn."""
+    folder.mkdir(parents=True)
+    rng = random.Random(0)
+    vocabulary = [f"w{i}" for i in range(words)]
+    zipf = [1 / rank for rank in range(1, words + 1)]
+    text = vocabulary + rng.choices(vocabulary, zipf, k=max(documents * length - words, 0))
+    rng.shuffle(text)
+    for index in range(0, len(text), length):
+        (folder / f"doc_{index // length:04d}.txt").write_text(
+            " ".join(text[index : index + length])
+        )
+    return str(folder)
 
 
 # --- 1. generation ------------------------------------------------------------------------
 
 
-def publish_model(platform: Platform) -> tuple[str, Any, list[str]]:
-    """A text-lm job whose model outputs (reference sizes, random weights) are recorded."""
-    from kinds.reproducibility import save_model
-    from kinds.text_corpus import PADDING, UNKNOWN, WORD, Vocabulary
-    from kinds.text_lm.model import build_model
-
-    keras.utils.set_random_seed(0)
-    model = build_model(REFERENCE_SHAPE)
-    tokens = [PADDING, UNKNOWN] + [f"w{i}" for i in range(2, REFERENCE_SHAPE["vocab_size"])]
-    window = REFERENCE_SHAPE["sequence_length"] - 1
-    vocabulary = Vocabulary(WORD, "transformer", tokens, window, PROMPT, {"model": REFERENCE_SHAPE})
-    ctx = platform.context("text-lm", {})
-    ctx.save_output("model", "vocabulary.json", vocabulary.to_json().encode())
-    ctx.save_output("model", "model.keras", lambda p: save_model(model, p))
-    with platform.sessions.begin() as session:
-        jobs.finish(session, ctx.job_id, ctx.token, JobStatus.SUCCEEDED)
-    return ctx.job_id, model, tokens
+def trained_model(runtime: harness.LocalRuntime, shape: dict[str, Any]) -> harness.Run:
+    """A transformer text-lm job of `shape`, one training step; its model outputs stay."""
+    corpus = write_corpus(runtime.home / "lm-corpus", shape["vocab_size"] + 1000, 80)
+    spec = {**shape, "architecture": "transformer", "corpus": corpus, "epochs": 1,
+            "steps_per_epoch": 1, "batch_size": 8, "prompt": PROMPT, "generate_length": 1,
+            "temperatures": [1.0]}  # fmt: skip
+    return runtime.run("text-lm", spec, keep_outputs=True)
 
 
-def atelier_generate(platform: Platform, model_job: str, length: int) -> float:
-    from kinds.text_generate import Spec, run
+def reference_model(run: harness.Run) -> tuple[keras.Model, Vocabulary]:
+    """The text-lm job's model (its saved weights) and vocabulary, for the reference's loop."""
+    files = {saved.name: saved.path for saved in run.ctx.saved if saved.role == "model"}
+    vocabulary = Vocabulary.read(files["vocabulary.json"])
+    model = build_model(dict(vocabulary.extra["model"]))
+    model.load_weights(files["model.keras"])
+    return model, vocabulary
 
+
+def atelier_generate(runtime: harness.LocalRuntime, model_job: str, length: int) -> float:
     spec = {"model": model_job, "length": length, "temperatures": TEMPERATURES}
-    ctx = platform.context("text-generate", spec)
-    began = time.perf_counter()
-    run(Spec.model_validate(spec), ctx)
-    return length * len(TEMPERATURES) / (time.perf_counter() - began)
+    ctx = runtime.run("text-generate", spec).ctx
+    return length * len(TEMPERATURES) / (ctx.saved[-1].end - ctx.created)
 
 
-def reference_generate(model: Any, tokens: list[str], length: int, seed: int) -> float:
+def reference_generate(model: Any, vocabulary: Vocabulary, length: int, seed: int = 0) -> float:
     """The reference's callback (code 12-7), reading the prediction at the last word."""
+    tokens = vocabulary.tokens
     vectorizer = keras.layers.TextVectorization(
-        output_mode="int",
-        output_sequence_length=REFERENCE_SHAPE["sequence_length"] - 1,
-        vocabulary=tokens,
+        output_mode="int", output_sequence_length=vocabulary.window, vocabulary=tokens
     )
     rng = np.random.default_rng(seed)
     began = time.perf_counter()
@@ -171,125 +116,92 @@ def reference_generate(model: Any, tokens: list[str], length: int, seed: int) ->
     return length * len(TEMPERATURES) / (time.perf_counter() - began)
 
 
+def generation(runtime: harness.LocalRuntime, args: Any, report: harness.Report) -> None:
+    run = trained_model(runtime, QUICK_SHAPE if args.quick else REFERENCE_SHAPE)
+    model, vocabulary = reference_model(run)
+    shape = vocabulary.extra["model"]  # as trained: the vocabulary the corpus gave
+    print(f"1. text-generate, {json.dumps(shape)}; {len(TEMPERATURES)} x {args.tokens} tokens")
+    began = time.perf_counter()
+    atelier_generate(runtime, run.job_id, 2)  # the first job builds, loads weights, traces
+    first = time.perf_counter() - began
+    rates = harness.interleave(
+        {"atelier": lambda: atelier_generate(runtime, run.job_id, args.tokens),
+         "reference": lambda: reference_generate(model, vocabulary, args.tokens)},
+        args.repeats,
+        warmup={"reference": lambda: reference_generate(model, vocabulary, 2)},
+        describe=lambda tokens_per_s: f"{tokens_per_s:.1f} tokens/s",
+    )  # fmt: skip
+    report.ratio(
+        "generate_tokens_per_s_ratio", rates["atelier"], rates["reference"],
+        arm="atelier text-generate job", baseline="reference sampler (one predict per token)",
+        target=">= 10", shape=shape, tokens=args.tokens, temperatures=len(TEMPERATURES),
+    )  # fmt: skip
+    what = "the first text-generate job here (after the text-lm job that made its model)"
+    report.figure("generate_first_job_s", first, "s", what=what + ": build, load, trace")
+
+
 # --- 2. training --------------------------------------------------------------------------
 
 
-def write_corpus(folder: Path, documents: int = 400, words: int = 250) -> Path:
-    """Documents of Zipf-distributed words over a 4000-word vocabulary."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(0)
-    weights = [1 / rank for rank in range(1, 4001)]
-    vocabulary = [f"w{i}" for i in range(4000)]
-    for index in range(documents):
-        text = " ".join(rng.choices(vocabulary, weights, k=words))
-        (folder / f"doc_{index:04d}.txt").write_text(text)
-    return folder
-
-
-def atelier_train(platform: Platform, spec: dict[str, Any]) -> tuple[float, int]:
-    from kinds.text_lm import Spec, run
-
-    valid = Spec.model_validate(spec)
-    ctx = platform.context("text-lm", valid.model_dump(mode="json"), TimedContext)
-    run(valid, ctx)
-    return steady_rate(ctx.step_times), len(ctx.step_times)
-
-
-def plain_fit(
-    spec: dict[str, Any], rows: np.ndarray, vocab_size: int, seed: int
-) -> tuple[float, int]:
-    from kinds.text_lm import Spec
-    from kinds.text_lm.model import build_model
-    from kinds.text_lm.train import model_shape
-
-    valid = Spec.model_validate(spec)
-    keras.utils.set_random_seed(seed)
-    model = build_model(model_shape(valid, vocab_size))
+def plain_fit(spec: Spec, rows: np.ndarray, shape: dict[str, Any], steps: int) -> harness.Window:
+    keras.utils.set_random_seed(spec.seed)
+    model = build_model(shape)
     model.compile(
-        optimizer=keras.optimizers.RMSprop(valid.learning_rate),
+        optimizer=keras.optimizers.RMSprop(spec.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     inputs, targets = rows[:, :-1], rows[:, 1:]
     weights = (targets != 0).astype(np.float32)  # padding targets do not count, as in Atelier
     batches = (
         tf.data.Dataset.from_tensor_slices((inputs, targets, weights))
-        .shuffle(len(rows), seed=seed)
-        .batch(valid.batch_size, drop_remainder=True)
+        .shuffle(len(rows), seed=spec.seed)
+        .batch(spec.batch_size, drop_remainder=True)
         .repeat()
         .prefetch(2)
     )
-    timer = StepTimes()
+    clock = harness.FitClock()
     model.fit(
-        batches,
-        epochs=valid.epochs,
-        steps_per_epoch=valid.steps_per_epoch,
-        shuffle=False,  # the pipeline shuffles
-        verbose=0,
-        callbacks=[timer],
-    )
-    return steady_rate(timer.times), len(timer.times)
+        batches, epochs=spec.epochs, steps_per_epoch=steps,
+        shuffle=False, verbose=0, callbacks=[clock.callback()],  # the pipeline shuffles
+    )  # fmt: skip
+    return clock.window(spec.epochs * steps)
+
+
+def training(runtime: harness.LocalRuntime, args: Any, report: harness.Report) -> None:
+    corpus = write_corpus(runtime.home / "corpus", 4000, 400)
+    values = {**LM_SPEC, "corpus": corpus, "steps_per_epoch": args.steps}
+    spec = Spec.model_validate(values)
+    prepared = prepare_corpus(spec, load_documents(corpus), None)  # the rows the job trains on
+    shape = dict(prepared.vocabulary.extra["model"])
+    steps = min(args.steps, len(prepared.data) // spec.batch_size)  # the job's cap does so
+    print(f"2. text-lm training, {len(prepared.data)} rows, {steps} steps per epoch")
+    print(f"  {json.dumps({k: v for k, v in LM_SPEC.items() if k != 'prompt'})}")
+    windows = harness.interleave(
+        {"atelier": lambda: runtime.run("text-lm", values).ctx.window(),
+         "fit": lambda: plain_fit(spec, prepared.data, shape, steps)},
+        args.repeats,
+        describe=lambda window: f"{window.steady_rate:.2f} steps/s (steps 2..{window.steps})",
+    )  # fmt: skip
+    report.ratio(
+        "lm_train_steps_per_s_ratio", [w.steady_rate for w in windows["atelier"]],
+        [w.steady_rate for w in windows["fit"]], arm="atelier", baseline="model.fit",
+        target=">= 0.95", what="steady steps/s, steps 2..N", vocabulary=shape["vocab_size"],
+    )  # fmt: skip
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = harness.parser(__doc__, repeats=5)
     parser.add_argument("--tokens", type=int, default=20, help="tokens per temperature")
     parser.add_argument("--steps", type=int, default=40, help="training steps per epoch")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="atelier-bench-text-") as home:
-        measure(args, Path(home))
-
-
-def measure(args: argparse.Namespace, home: Path) -> None:
-    from kinds.text_corpus import load_documents
-    from kinds.text_lm import Spec
-    from kinds.text_lm.train import prepare_corpus
-
-    platform = Platform(home)
-
-    # 1. generation
-    model_job, model, tokens = publish_model(platform)
-    began = time.perf_counter()
-    atelier_generate(platform, model_job, 2)  # cold: builds the model and traces the sampler
-    cold = time.perf_counter() - began
-    reference_generate(model, tokens, 2, seed=0)  # warm predict
-    generated: dict[str, list[float]] = {"atelier": [], "reference": []}
-    for repeat in range(args.repeats):
-        generated["reference"].append(reference_generate(model, tokens, args.tokens, repeat))
-        generated["atelier"].append(atelier_generate(platform, model_job, args.tokens))
-
-    shape = ", ".join(f"{k}={v}" for k, v in REFERENCE_SHAPE.items() if k != "architecture")
-    print(f"1. text-generate, {shape}; {len(TEMPERATURES)} temperatures x {args.tokens} tokens")
-    a = report("atelier job (warm worker)", generated["atelier"], "tokens/s")
-    r = report("reference predict-per-token", generated["reference"], "tokens/s")
-    print(f"  ratio                          {a / r:8.1f}x  (target >= 10x)")
-    print(f"  first job on a cold worker: {cold:.1f} s (build, load weights, trace; 10 tokens)")
-
-    # 2. training
-    spec = {**LM_SPEC, "corpus": str(write_corpus(home / "corpus")), "steps_per_epoch": args.steps}
-    valid = Spec.model_validate(spec)
-    corpus = prepare_corpus(valid, load_documents(valid.corpus), None)
-    vocab_size = len(corpus.vocabulary.tokens)
-    trained: dict[str, list[float]] = {"atelier": [], "fit": []}
-    steps = 0
-    for repeat in range(args.repeats):
-        rate, steps = atelier_train(platform, spec)
-        trained["atelier"].append(rate)
-        trained["fit"].append(plain_fit(spec, corpus.data, vocab_size, repeat)[0])
-
-    sizes = {k: v for k, v in LM_SPEC.items() if k not in ("architecture", "prompt")}
-    print(f"2. text-lm training, {vocab_size} tokens, {corpus.rows} rows, {steps} steps per run")
-    print(f"  {json.dumps(sizes)}")
-    a = report("atelier job (RunContext)", trained["atelier"], "steps/s")
-    f = report("plain model.fit", trained["fit"], "steps/s")
-    print(f"  ratio                          {a / f:8.2f}x  (target >= 0.95x)")
-
-
-def report(what: str, values: list[float], unit: str) -> float:
-    median = statistics.median(values)
-    runs = ", ".join(f"{value:.2f}" for value in values)
-    print(f"  {what:<30} {median:8.2f} {unit} (runs: {runs})")
-    return median
+    parser.add_argument("--parts", nargs="*", default=["generate", "train"],
+                        choices=["generate", "train"])  # fmt: skip
+    args = harness.parse(parser, quick={"repeats": 1, "tokens": 3, "steps": 3})
+    report = harness.Report("text", args)
+    with harness.LocalRuntime("atelier-bench-text-") as runtime:
+        if "generate" in args.parts:
+            generation(runtime, args, report)
+        if "train" in args.parts:
+            training(runtime, args, report)
 
 
 if __name__ == "__main__":

@@ -43,13 +43,17 @@ class GanModels(TrainingModels):
         channels: int,
         latent_dim: int,
         classes: int | None,
+        beta_1: float,
         mixed: bool,
     ) -> None:
+        def adam() -> keras.optimizers.Optimizer:
+            return keras.optimizers.Adam(beta_1=beta_1)
+
         super().__init__(
             networks={"generator": build_generator, "discriminator": build_discriminator},
             optimizers={
-                "generator_optimizer": OptimizerPlan(keras.optimizers.Adam, ("generator",)),
-                "discriminator_optimizer": OptimizerPlan(keras.optimizers.Adam, ("discriminator",)),
+                "generator_optimizer": OptimizerPlan(adam, ("generator",)),
+                "discriminator_optimizer": OptimizerPlan(adam, ("discriminator",)),
             },
             signature=image_step_signature(image_size, channels, labelled=classes is not None),
             mixed=mixed,

@@ -73,4 +73,11 @@ class GanSpec(ImageTrainingSpec):
     batch_size: int = Field(32, gt=0)
     latent_dim: int = Field(128, gt=0)
     learning_rate: float = Field(1e-4, gt=0, description="Adam learning rate of both networks")
+    beta_1: float = Field(
+        0.9,
+        ge=0,
+        lt=1,
+        description="Adam's first-moment decay of both networks (Keras' default; the DCGAN "
+        "paper uses 0.5)",
+    )
     label_noise: float = Field(0.05, ge=0, description="scale of uniform noise on D's labels")

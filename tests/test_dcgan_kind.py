@@ -276,7 +276,7 @@ def test_warm_cache_is_reused_and_reset(reference: LocalContext, tmp_path: Path)
 
     (key,) = cache.entries
     models = cache.entries[key]
-    assert key == ("dcgan", 28, 1, 16, False) and cache.builds[key] == 1
+    assert key == ("dcgan", 28, 1, 16, 0.9, False) and cache.builds[key] == 1
     assert models.jobs == 2 and models.tracing_count == 1
     assert math.isclose(float(models.label_noise.numpy()), 0.05, rel_tol=1e-6)
     for optimizer in (models.generator_optimizer, models.discriminator_optimizer):

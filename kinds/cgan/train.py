@@ -29,6 +29,7 @@ def cache_key(spec: Spec) -> tuple[object, ...]:
         spec.channels,
         spec.latent_dim,
         spec.classes,
+        spec.beta_1,
         spec.mixed_precision,
     )
 
@@ -42,6 +43,7 @@ def build_models(spec: Spec) -> GanModels:
         channels=channels,
         latent_dim=spec.latent_dim,
         classes=classes,
+        beta_1=spec.beta_1,
         mixed=spec.mixed_precision,
     )
 

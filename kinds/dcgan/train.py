@@ -25,7 +25,8 @@ from kinds.training_models import TrainingImages, train_on_images
 
 
 def cache_key(spec: Spec) -> tuple[object, ...]:
-    return ("dcgan", spec.image_size, spec.channels, spec.latent_dim, spec.mixed_precision)
+    shape = (spec.image_size, spec.channels, spec.latent_dim)
+    return ("dcgan", *shape, spec.beta_1, spec.mixed_precision)
 
 
 def build_models(spec: Spec) -> GanModels:
@@ -37,6 +38,7 @@ def build_models(spec: Spec) -> GanModels:
         channels=channels,
         latent_dim=latent_dim,
         classes=None,
+        beta_1=spec.beta_1,
         mixed=spec.mixed_precision,
     )
 

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -283,8 +283,6 @@ class Saved:
 class TimedContext(RunContext):
     """The runtime's context, unchanged, with clocks around what a kind calls."""
 
-    made: ClassVar[dict[str, TimedContext]] = {}  # by job id: `execute` builds the context
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.created = time.perf_counter()  # right after the claim
@@ -299,7 +297,6 @@ class TimedContext(RunContext):
         self.seconds: defaultdict[str, float] = defaultdict(float)
         self._snapshot_seconds = 0.0
         self._metrics_began: float | None = None
-        TimedContext.made[self.job_id] = self
 
     def restore(self) -> Checkpoint | None:
         self.restored = time.perf_counter()
@@ -401,10 +398,16 @@ class LocalRuntime:
         job_id = self.submit(kind, spec)
         if cold:
             PROCESS_CACHE.clear()
+        made: list[TimedContext] = []
+
+        def make(*args: Any) -> TimedContext:
+            made.append(context(*args))
+            return made[-1]
+
         began = time.perf_counter()
-        outcome = execute(job_id, kind, "bench@local", self.settings, context=context)
+        outcome = execute(job_id, kind, "bench@local", self.settings, context=make)
         wall = time.perf_counter() - began
-        ctx = TimedContext.made.pop(job_id, None)
+        ctx = made[0] if made else None
         if outcome != "succeeded" or ctx is None:
             with self.sessions() as session:
                 error = session.get(Job, job_id).error_message  # type: ignore[union-attr]

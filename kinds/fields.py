@@ -23,5 +23,7 @@ def image_size_field(default: int) -> Any:
 
 def count_field(default: int, most: int, help_: str, *, least: int = 1) -> Any:
     """A whole number from `least` to `most`, its range named in its help text."""
-    lower: dict[str, int] = {"gt": 0} if least == 1 else {"ge": least}
-    return Field(default, le=most, description=f"{help_} ({least} to {most})", **lower)
+    description = f"{help_} ({least} to {most})"
+    if least == 1:  # "greater than 0" reads better than "greater than or equal to 1"
+        return Field(default, gt=0, le=most, description=description)
+    return Field(default, ge=least, le=most, description=description)

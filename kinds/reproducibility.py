@@ -86,7 +86,7 @@ def _renumber_shared_objects(value: object, numbers: dict[object, int]) -> objec
         return [_renumber_shared_objects(item, numbers) for item in value]
     if not isinstance(value, dict):
         return value
-    renumbered = {}
+    renumbered: dict[object, object] = {}
     for key, item in value.items():
         if key == "shared_object_id":
             renumbered[key] = numbers.setdefault(item, len(numbers) + 1)

@@ -128,13 +128,12 @@ class TrainingImages:
 
     @classmethod
     def load(cls, spec: ImageTrainingSpec, *, labelled: bool = False) -> TrainingImages:
-        arguments = (spec.dataset, spec.image_size)
-        options = {"seed": spec.seed, "limit": spec.dataset_size}
+        dataset, size, seed, limit = spec.dataset, spec.image_size, spec.seed, spec.dataset_size
         if labelled:
-            images, labels = load_labelled_images(*arguments, **options)
+            images, labels = load_labelled_images(dataset, size, seed=seed, limit=limit)
             tensors = (tf.convert_to_tensor(images), tf.convert_to_tensor(labels))
             return cls(tensors, len(images), spec.dataset)
-        images = load_images(*arguments, **options)
+        images = load_images(dataset, size, seed=seed, limit=limit)
         return cls((tf.convert_to_tensor(images),), len(images), spec.dataset)
 
     def first(self, count: int) -> np.ndarray:

@@ -49,6 +49,7 @@ def test_other_failures_name_themselves_and_their_log(tmp_path: Path) -> None:
     log = tmp_path / "logs" / "cli.log"
     assert result.returncode == 1, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("atelier: failed: ") and f"(traceback in {log})" in result.stderr
+    assert result.stderr.startswith("atelier: failed: ")
+    assert f"(traceback in {log})" in result.stderr
     assert "Traceback (most recent call last)" in log.read_text()
     assert "atelier list" in log.read_text()

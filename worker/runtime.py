@@ -27,10 +27,15 @@ from db.engine import session_factory
 from db.models import JobStatus, StopRequest
 from kinds import load_kind
 from kinds.contract import JobError
-from worker.model_cache import PROCESS_CACHE
+from worker.model_cache import PROCESS_CACHE, ProcessModelCache
 from worker.run_context import LeaseLost, RunContext, StopRequested
 
 log = logging.getLogger("atelier.runtime")
+
+ContextFactory = Callable[
+    [jobs.Claim, Settings, sessionmaker[Session], ProcessModelCache], RunContext
+]
+"""What builds a run's context: RunContext, or a subclass that takes times (benchmarks)."""
 
 MAX_HEARTBEAT_SECONDS = 2.0
 OUT_OF_MEMORY_ERRORS = {"ResourceExhaustedError", "OutOfMemoryError", "MemoryError"}
@@ -70,7 +75,7 @@ def execute(
     owner: str,
     settings: Settings | None = None,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
-    context: type[RunContext] = RunContext,
+    context: ContextFactory = RunContext,
 ) -> str:
     """Run one delivery of a job; returns what happened (for logs and Flower).
     `on_progress` receives each progress report written to the database; `context` is

@@ -19,7 +19,7 @@ Importing this module is cheap: TensorFlow is loaded by `run` only.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -29,7 +29,8 @@ from kinds.training_spec import TrainingSpec
 
 DEFAULT_QUEUE = "gpu"
 
-TRANSFORMER, LSTM = "transformer", "lstm"
+TRANSFORMER: Final = "transformer"
+LSTM: Final = "lstm"
 DEFAULT_TEMPERATURES = (0.2, 0.5, 0.7, 1.0, 1.5)
 MAX_TEMPERATURES = 16
 MAX_SEQUENCE_LENGTH = 4096
@@ -94,8 +95,8 @@ class Spec(TrainingSpec):
         description="transformer: tokens per training sequence (100; the model reads one "
         "fewer); lstm: characters read per prediction (60)",
     )
-    stride: int = Field(
-        None,  # filled in by _architecture_defaults
+    stride: int = Field(  # type: ignore[assignment]  # None: _architecture_defaults fills it
+        None,
         gt=0,
         description="tokens between the starts of consecutive training windows "
         "(transformer: sequence_length - 1, i.e. consecutive pieces; lstm: 3)",

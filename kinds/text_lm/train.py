@@ -218,6 +218,7 @@ def prepare_corpus(spec: Spec, documents: list[str], tokens: list[str] | None) -
         ]
         data = np.concatenate(pieces) if pieces else np.zeros((0, spec.sequence_length), np.int32)
         rows = len(data)
+        assert spec.prompt is not None  # the transformer's default is filled in
         prompt = spec.prompt
         level = WORD
     vocabulary = Vocabulary(

@@ -18,6 +18,7 @@ from pydantic import Field, field_validator
 
 from kinds.contract import JobContext, JobSpec
 from kinds.datasets import DATASET_CLASSES, check_labels
+from kinds.fields import count_field
 
 DEFAULT_QUEUE = "cpu"
 MODEL_INPUTS = {"model": ("dcgan", "cgan")}
@@ -31,7 +32,7 @@ class Spec(JobSpec):
     model: str = Field(
         description="a dcgan or cgan job: its id, a unique prefix, or its model output (#N)"
     )
-    count: int = Field(16, gt=0, le=MAX_COUNT, description="images to render")
+    count: int = count_field(16, MAX_COUNT, "images to render")
     seed: int = Field(0, ge=0, description="seed of the latent vectors")
     labels: list[int] | None = Field(
         None,
@@ -42,7 +43,10 @@ class Spec(JobSpec):
         None, gt=0, description="columns of the grid (default: one per label, else square)"
     )
     interpolate: int | None = Field(
-        None, ge=2, le=MAX_FRAMES, description="frames of a latent walk (none by default)"
+        None,
+        ge=2,
+        le=MAX_FRAMES,
+        description=f"frames of a latent walk (2 to {MAX_FRAMES}; none by default)",
     )
     interpolation: Literal["spherical", "linear"] = Field(
         "spherical", description="path of the walk between its two latent points"

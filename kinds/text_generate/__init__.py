@@ -19,13 +19,13 @@ import re
 from pydantic import Field, ValidationInfo, field_validator
 
 from kinds.contract import JobContext, JobSpec, Submission
+from kinds.fields import count_field
 from kinds.text_corpus import Vocabulary
 from kinds.text_lm import (
-    DEFAULT_TEMPERATURES,
     MAX_GENERATE_LENGTH,
-    MAX_TEMPERATURES,
     VOCABULARY_FILE,
     Temperature,
+    temperatures_field,
 )
 
 DEFAULT_QUEUE = "cpu"
@@ -41,13 +41,8 @@ class Spec(JobSpec):
     prompt: str | None = Field(
         None, min_length=1, description="text to continue; default: the training job's prompt"
     )
-    length: int = Field(50, gt=0, le=MAX_GENERATE_LENGTH, description="tokens per continuation")
-    temperatures: list[Temperature] = Field(
-        default_factory=lambda: list(DEFAULT_TEMPERATURES),
-        min_length=1,
-        max_length=MAX_TEMPERATURES,
-        description="one continuation per temperature, each > 0",
-    )
+    length: int = count_field(50, MAX_GENERATE_LENGTH, "tokens per continuation")
+    temperatures: list[Temperature] = temperatures_field("one continuation per temperature")
     seed: int = Field(0, ge=0, description="the sampling noise: same seed, same text")
 
     @field_validator("prompt")

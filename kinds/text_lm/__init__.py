@@ -24,6 +24,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from kinds.contract import JobContext
+from kinds.fields import count_field
 from kinds.text_corpus import validate_corpus, words
 from kinds.training_spec import TrainingSpec
 
@@ -74,6 +75,16 @@ ONLY_FOR = {
 Temperature = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
+def temperatures_field(help_: str) -> Any:
+    """Sampling temperatures (text-lm's per-epoch samples, text-generate's continuations)."""
+    return Field(
+        default_factory=lambda: list(DEFAULT_TEMPERATURES),
+        min_length=1,
+        max_length=MAX_TEMPERATURES,
+        description=f"{help_}, each > 0 (1 to {MAX_TEMPERATURES} of them)",
+    )
+
+
 class Spec(TrainingSpec):
     """Fields common to both architectures default to the transformer's values; the
     lstm's are filled in when the architecture is lstm and the field is not given."""
@@ -93,7 +104,7 @@ class Spec(TrainingSpec):
         gt=0,
         le=MAX_SEQUENCE_LENGTH,
         description="transformer: tokens per training sequence (100; the model reads one "
-        "fewer); lstm: characters read per prediction (60)",
+        f"fewer); lstm: characters read per prediction (60); at most {MAX_SEQUENCE_LENGTH}",
     )
     stride: int = Field(  # type: ignore[assignment]  # None: _architecture_defaults fills it
         None,
@@ -117,15 +128,10 @@ class Spec(TrainingSpec):
         description="start of every epoch's samples: 'this movie' (transformer); lstm: a "
         "passage of the corpus chosen by the seed",
     )
-    generate_length: int = Field(
-        50, gt=0, le=MAX_GENERATE_LENGTH, description="tokens per sample: 50 / 400"
+    generate_length: int = count_field(
+        50, MAX_GENERATE_LENGTH, "tokens per sample: 50 (transformer), 400 (lstm)"
     )
-    temperatures: list[Temperature] = Field(
-        default_factory=lambda: list(DEFAULT_TEMPERATURES),
-        min_length=1,
-        max_length=MAX_TEMPERATURES,
-        description="softmax temperatures of the samples, each > 0",
-    )
+    temperatures: list[Temperature] = temperatures_field("softmax temperatures of the samples")
 
     @model_validator(mode="before")
     @classmethod

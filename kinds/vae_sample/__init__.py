@@ -33,6 +33,7 @@ from kinds.datasets import (
     dataset_classes,
     validate_dataset,
 )
+from kinds.fields import count_field
 
 DEFAULT_QUEUE = "cpu"
 MODEL_INPUTS = {"model": ("vae",)}
@@ -52,21 +53,19 @@ class Spec(JobSpec):
     mode: Literal["grid", "walk", "concept"] = "grid"
     seed: int = Field(0, ge=0, description="seed of the walk's random end points")
     # grid
-    grid_size: int = Field(30, gt=0, le=MAX_GRID_SIZE, description="points per side")
+    grid_size: int = count_field(30, MAX_GRID_SIZE, "points per side")
     grid_range: tuple[float, float] = Field(
         (-1.0, 1.0), description="low and high latent value on both axes"
     )
     grid_dims: tuple[int, int] = Field((0, 1), description="the two latent dims of the grid")
     # walk
-    frames: int = Field(16, ge=2, le=MAX_FRAMES, description="points of the walk")
+    frames: int = count_field(16, MAX_FRAMES, "points of the walk", least=2)
     start: list[float] | None = Field(None, description="latent point the walk starts at")
     end: list[float] | None = Field(None, description="latent point the walk ends at")
     frame_ms: int = Field(100, gt=0, description="time per frame of the GIF")
     # concept
     dataset: str = Field("glyphs", description="labelled dataset of with_labels/without_labels")
-    dataset_size: int = Field(
-        2048, gt=0, le=MAX_DATASET_SIZE, description="images of `dataset` to encode"
-    )
+    dataset_size: int = count_field(2048, MAX_DATASET_SIZE, "images of `dataset` to encode")
     with_labels: list[int] | None = Field(
         None, min_length=1, description="classes that have the attribute"
     )
@@ -81,7 +80,7 @@ class Spec(JobSpec):
         max_length=32,
         description="multiples of the concept vector added, one column each",
     )
-    count: int = Field(8, gt=0, le=MAX_COUNT, description="images the vector is added to")
+    count: int = count_field(8, MAX_COUNT, "images the vector is added to")
 
     @field_validator("grid_range")
     @classmethod

@@ -22,6 +22,7 @@ from typing import Any
 
 from core.errors import detail
 from kinds.contract import JobError, ModelCache
+from kinds.paths import kind_of, shown
 from kinds.seeds import Stream
 
 VGG19 = "vgg19"
@@ -67,15 +68,15 @@ def validate_backbone_weights(value: str) -> str:
     """
     if value in (IMAGENET, NO_WEIGHTS):
         return value
-    path = Path(value).expanduser()
-    if not path.name.endswith(WEIGHTS_SUFFIXES):
+    if not value.endswith(WEIGHTS_SUFFIXES):
         raise ValueError(
             f"backbone_weights must be 'imagenet', 'none' or a Keras weights file "
-            f"(.weights.h5, .h5 or .keras), got {value!r}"
+            f"(.weights.h5, .h5 or .keras), got {shown(value)}"
         )
-    if not path.is_file():
-        raise ValueError(f"backbone_weights file {value!r} does not exist")
-    return str(path.resolve())
+    path, found = kind_of(value, "backbone_weights file")
+    if found != "file":
+        raise ValueError(f"backbone_weights file {shown(value)} does not exist")
+    return str(path)
 
 
 def weights_identity(weights: str) -> tuple[Hashable, ...]:

@@ -48,9 +48,10 @@ class Submission:
 
 
 class JobSpec(BaseModel):
-    """Base of every kind's spec: unknown fields are errors, values are checked strictly."""
+    """Base of every kind's spec: unknown fields are errors, values are checked strictly,
+    and no float is infinite or NaN."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class CheckpointedSpec(JobSpec):

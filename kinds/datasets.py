@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from core.errors import detail
 from kinds.contract import JobError
+from kinds.paths import kind_of, listing, shown
 
 GLYPHS = "glyphs"
 KERAS_DATASETS: dict[str, tuple[int, str]] = {
@@ -94,11 +95,12 @@ def validate_dataset(value: str) -> str:
     """
     if value in DATASET_NAMES:
         return value
-    directory = Path(value).expanduser()
-    if not directory.is_dir():
+    directory, found = kind_of(value, "dataset")
+    if found != "directory":
         names = ", ".join(DATASET_NAMES)
-        raise ValueError(f"dataset {value!r} is neither one of {names} nor an existing directory")
-    directory = directory.resolve()
+        raise ValueError(
+            f"dataset {shown(value)} is neither one of {names} nor an existing directory"
+        )
     files = image_files(directory)
     if not files:
         suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
@@ -110,11 +112,7 @@ def validate_dataset(value: str) -> str:
 
 def image_files(directory: Path) -> list[Path]:
     """Image files under `directory`, recursively, by suffix, in a stable (sorted) order."""
-    return sorted(
-        path
-        for path in directory.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-    )
+    return listing(directory, lambda path: path.suffix.lower() in IMAGE_SUFFIXES, "dataset")
 
 
 def check_image_file(path: str | os.PathLike[str]) -> None:
@@ -128,7 +126,7 @@ def check_image_file(path: str | os.PathLike[str]) -> None:
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read the file ({exc.strerror})") from None
+        raise ValueError(f"{shown(str(path))}: cannot read the file ({exc.strerror})") from None
     if size > MAX_INPUT_BYTES:
         raise ValueError(f"{path}: {size} bytes, over the {MAX_INPUT_BYTES}-byte limit per image")
     try:

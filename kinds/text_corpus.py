@@ -22,6 +22,7 @@ from typing import Any
 
 from core.errors import detail
 from kinds.contract import JobError
+from kinds.paths import kind_of, listing, shown
 
 IMDB = "imdb"
 IMDB_SOURCES = (
@@ -55,30 +56,26 @@ def validate_corpus(value: str) -> str:
     """
     if value == IMDB:
         return value
-    path = Path(value).expanduser()
-    if path.is_dir():
-        path = path.resolve()
+    path, found = kind_of(value, "corpus")
+    if found == "directory":
         files = text_files(path)
         if not files:
             raise ValueError(f"directory {path} holds no {TEXT_SUFFIX} files")
         if not any([check_text_file(file) for file in files]):  # check every file
             raise ValueError(f"corpus {path} is empty: its {len(files)} .txt files hold no text")
         return str(path)
-    if path.is_file():
-        path = path.resolve()
+    if found == "file":
         if not check_text_file(path):
             raise ValueError(f"corpus {path} is empty: the file holds no text")
         return str(path)
-    raise ValueError(f"corpus {value!r} is neither {IMDB!r} nor an existing directory or text file")
+    raise ValueError(
+        f"corpus {shown(value)} is neither {IMDB!r} nor an existing directory or text file"
+    )
 
 
 def text_files(directory: Path) -> list[Path]:
     """The `.txt` files under `directory`, recursively, in a stable (sorted) order."""
-    return sorted(
-        path
-        for path in directory.rglob("*")
-        if path.suffix.lower() == TEXT_SUFFIX and path.is_file()
-    )
+    return listing(directory, lambda path: path.suffix.lower() == TEXT_SUFFIX, "corpus")
 
 
 def check_text_file(path: Path) -> bool:
@@ -89,7 +86,7 @@ def check_text_file(path: Path) -> bool:
         with open(path, "rb") as handle:
             head = handle.read(HEAD_BYTES)
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read the file ({exc.strerror})") from None
+        raise ValueError(f"{shown(str(path))}: cannot read the file ({exc.strerror})") from None
     if size > MAX_FILE_BYTES:
         raise ValueError(f"{path}: {size} bytes, over the {MAX_FILE_BYTES}-byte limit per file")
     if _BINARY.search(head):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import keras
@@ -33,6 +34,7 @@ class TrainingJob(Protocol):
     """The spec fields an entry is reset from."""
 
     seed: int
+    deterministic: bool
     learning_rate: float
 
 
@@ -48,9 +50,15 @@ class TrainingModels(ABC):
     """Networks (built under the precision policy, in declaration order: the first
     draws its initial weights from Stream.FIRST_NETWORK, the second from
     SECOND_NETWORK), optimizers (loss-scaled under mixed precision, see kinds.precision),
-    `state` (what a checkpoint holds) and `train_step` (traced once: a fixed signature).
+    `state` (what a checkpoint holds) and `train_step` (traced once per op-determinism
+    setting: a fixed signature).
 
-    `jobs` counts the jobs that used this entry, `tracing_count` the traces of the step.
+    TensorFlow picks some ops' implementations while it traces (the deterministic sum of
+    an embedding's gradient, for one), so a step traced for a job without op determinism
+    would compute other bits for a deterministic job: each setting has its own trace.
+
+    `jobs` counts the jobs that used this entry, `tracing_count` the traces of the step
+    of the current job's setting.
     """
 
     def __init__(
@@ -78,9 +86,11 @@ class TrainingModels(ABC):
             models=self.networks,
             optimizers={name: (self.optimizers[name], trained[name]) for name in optimizers},
         )
-        self.train_step = tf.function(
-            self._train_step, input_signature=list(signature), autograph=autograph
+        self._trace = partial(
+            tf.function, self._train_step, input_signature=list(signature), autograph=autograph
         )
+        self._steps: dict[bool, Any] = {}
+        self.train_step = self._step_for(deterministic=False)
         self.jobs = 0
 
     @property
@@ -88,13 +98,20 @@ class TrainingModels(ABC):
         return int(self.train_step.experimental_get_tracing_count())
 
     def start_job(self, spec: TrainingJob) -> None:
-        """Reset every variable to what a fresh build would hold for this job."""
+        """Reset every variable to what a fresh build would hold for this job, and take
+        the step traced for its op-determinism setting."""
+        self.train_step = self._step_for(spec.deterministic)
         for stream, network in zip(NETWORK_STREAMS, self.networks.values(), strict=False):
             keras_state.reinitialize(network, (spec.seed, stream))
         for optimizer in self.optimizers.values():
             keras_state.reset_optimizer(optimizer, spec.learning_rate)
         self.configure(spec)
         self.jobs += 1
+
+    def _step_for(self, deterministic: bool) -> Any:
+        if deterministic not in self._steps:
+            self._steps[deterministic] = self._trace()
+        return self._steps[deterministic]
 
     def configure(self, spec: Any) -> None:  # noqa: B027 - most entries have none
         """Set the entry's own per-job variables (label noise, noise factor...)."""

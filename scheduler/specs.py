@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from core.errors import UserError
+from core.errors import UserError, one_line
 from core.settings import Settings
 from kinds import load_kind
 from kinds.contract import Submission
@@ -43,6 +43,8 @@ def validate_spec(kind: str, values: dict[str, Any], settings: Settings) -> Vali
         )
     except ValidationError as error:
         raise SpecError(f"{kind}: {describe(error)}") from None
+    except OSError as error:  # a check that met the file system where it did not expect to
+        raise SpecError(f"{kind}: {one_line(error)}") from None
     return ValidSpec(
         values=spec.model_dump(mode="json"),
         queue=module.DEFAULT_QUEUE,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from scheduler.client import Client
+    from scheduler.client import Client, JobView
 
 DEFAULT_QUEUES = "gpu,cpu"
 EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 1, 2, 130
@@ -263,16 +263,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     client = _client()
     job_id = client.submit(args.kind, _spec_from(args))
     print(f"job {job_id} submitted", flush=True)
-    with stack_running(client.settings, args.workers):
+    with stack_running(client.settings, args.workers) as log:
         code = _watch(client, job_id)
     view = client.get(job_id)
     for output in view.outputs:
         print(_output_text(output))
+    print(_ending(view, log))
     return code
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    return _watch(_client(), args.job)
+    client = _client()
+    code = _watch(client, args.job)
+    if code:
+        print(_ending(client.get(args.job)))
+    return code
 
 
 def _watch(client: Any, job_id: str) -> int:
@@ -291,8 +296,21 @@ def _watch(client: Any, job_id: str) -> int:
 
 def cmd_wait(args: argparse.Namespace) -> int:
     view = _client().wait(args.job, timeout=args.timeout)
-    print(f"{view.id} {view.status}" + (f": {view.error_message}" if view.error_message else ""))
+    print(_ending(view))
     return 0 if view.status == "succeeded" else 1
+
+
+def _ending(view: JobView, log: Path | None = None) -> str:
+    """How a job ended, in one line: for a failure its code, message and where to look."""
+    if view.status == "succeeded":
+        return f"{view.id} succeeded"
+    line = f"{view.id} {view.status}"
+    if view.error_code:
+        line += f": {view.error_code}: {view.error_message}"
+    where = [f"history: atelier events {view.id}"]
+    if log is not None:
+        where.append(f"workers' log: {log}")
+    return f"{line} ({'; '.join(where)})"
 
 
 def cmd_change(args: argparse.Namespace) -> int:

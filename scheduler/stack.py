@@ -119,14 +119,15 @@ def run_stack(settings: Settings, workers: int, queues: list[str]) -> int:
 
 
 @contextlib.contextmanager
-def stack_running(settings: Settings, workers: int) -> Iterator[None]:
-    """Use the stack that runs already, or run `atelier up` for as long as the block lasts."""
+def stack_running(settings: Settings, workers: int) -> Iterator[Path | None]:
+    """Use the stack that runs already, or run `atelier up` for as long as the block lasts;
+    yields the log of the stack it started (None: one ran already)."""
     try:
         running = bool(live_workers(redis_client(settings, timeout=1)))
     except (redis.RedisError, OSError):
         running = False
     if running:
-        yield
+        yield None
         return
     up_log = settings.home / "logs" / "up.log"
     up_log.parent.mkdir(parents=True, exist_ok=True)
@@ -134,6 +135,6 @@ def stack_running(settings: Settings, workers: int) -> Iterator[None]:
     up = Child("atelier up", partial(_spawn, CLI, ["up", "--workers", str(workers)], up_log))
     up.keep_alive(time.monotonic())
     try:
-        yield
+        yield up_log
     finally:
         supervision.stop([up], WORKER_STOP_GRACE_SECONDS + 20)

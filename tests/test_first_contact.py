@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.stacks import REPO
+from tests.fixtures.stacks import REPO, Stack
 
 LONG = "x" * 300
 
@@ -52,3 +52,37 @@ def test_odd_input_is_refused_in_one_line(
     assert result.stderr.count("\n") == 1 and len(result.stderr) < 400
     listing = atelier(tmp_path, "list", "--json")
     assert listing.returncode == 0 and json.loads(listing.stdout) == []
+
+
+def test_a_failed_job_says_why_on_the_last_line(embedded_stack: Stack) -> None:
+    """`atelier run`, `atelier wait` and `atelier watch` end a failed job with its code,
+    message and where to look, and exit 1."""
+    ran = embedded_stack.cli("run", "counter", "--set", "nan_at_step=2", "--set", "steps=4")
+    assert ran.returncode == 1, ran.stderr
+    last = ran.stdout.strip().splitlines()[-1]
+    job_id = ran.stdout.split()[1]  # "job <id> submitted"
+    assert last == (
+        f"{job_id} failed: nan_loss: loss became NaN at step 2 "
+        f"(history: atelier events {job_id})"
+    )
+    for command in ("wait", "watch"):
+        result = embedded_stack.cli(command, job_id)
+        assert result.returncode == 1 and result.stdout.strip().splitlines()[-1] == last
+
+
+def test_the_workers_log_is_named_when_atelier_run_started_them() -> None:
+    from datetime import UTC, datetime
+
+    from scheduler.cli import _ending
+    from scheduler.client import JobView
+
+    now = datetime.now(UTC)
+    view = JobView(
+        "a1b2", "dcgan", "failed", "gpu", 0, 1, 3, 0.5, 3, 6, 1, {}, None, None, None, None,
+        "error", "RuntimeError: planned", now, now, now, {}, [],
+    )  # fmt: skip
+    line = _ending(view, Path("/home/u/.atelier/logs/up.log"))
+    assert line == (
+        "a1b2 failed: error: RuntimeError: planned (history: atelier events a1b2; "
+        "workers' log: /home/u/.atelier/logs/up.log)"
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import string
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ TEXT_SUFFIX = ".txt"
 HEAD_BYTES = 64 * 1024  # what submit reads of each file to tell text from binary data
 MAX_FILE_BYTES = 1024**3
 LINE_BREAK_TAG = "<br />"  # HTML line breaks in IMDB reviews; replaced by a space
+PROMPT_CHECK_BYTES = 64 * 1024**2
+"""A local corpus up to this size is read at submit to check the prompt against it."""
 
 PADDING, UNKNOWN = "", "[UNK]"  # token ids 0 and 1, as in TextVectorization
 VOCABULARY_FORMAT = "atelier-text-vocabulary/1"
@@ -243,3 +246,30 @@ def _imdb_documents() -> list[str]:
         for reviews in (train, test)
         for review in reviews
     ]
+
+
+# --- the vocabulary as training will build it, read at submit ---------------------------
+
+
+def submit_vocabulary(corpus: str, level: str, vocab_size: int) -> set[str] | None:
+    """The tokens training would keep (the `vocab_size - 2` most frequent, ties by
+    token, as TextVectorization and the LSTM's character table rank them), read from a
+    local corpus of at most PROMPT_CHECK_BYTES; None for `imdb`, a larger corpus or one
+    that cannot be read (the job then checks its prompt when it runs)."""
+    if corpus == IMDB:
+        return None
+    path = Path(corpus)
+    try:
+        files = text_files(path) if path.is_dir() else [path]
+        if sum(file.stat().st_size for file in files) > PROMPT_CHECK_BYTES:
+            return None
+        documents = [_read_text(file).replace(LINE_BREAK_TAG, " ") for file in files]
+        documents = [document for document in documents if document.strip()]
+    except (OSError, ValueError, JobError):
+        return None
+    if level == WORD:
+        counts = Counter(token for document in documents for token in words(document))
+    else:
+        counts = Counter(characters("\n".join(documents)))
+    ranked = sorted(counts, key=lambda token: (-counts[token], token))
+    return set(ranked[: vocab_size - 2])

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,8 @@ import pytest
 
 from tests.fixtures.stacks import REPO, Stack
 
+# Keras 3.15 calls np.array(tensor) in get_weights/save, which numpy 2.4 flags.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 LONG = "x" * 300
 
 
@@ -62,8 +66,7 @@ def test_a_failed_job_says_why_on_the_last_line(embedded_stack: Stack) -> None:
     last = ran.stdout.strip().splitlines()[-1]
     job_id = ran.stdout.split()[1]  # "job <id> submitted"
     assert last == (
-        f"{job_id} failed: nan_loss: loss became NaN at step 2 "
-        f"(history: atelier events {job_id})"
+        f"{job_id} failed: nan_loss: loss became NaN at step 2 (history: atelier events {job_id})"
     )
     for command in ("wait", "watch"):
         result = embedded_stack.cli(command, job_id)
@@ -86,3 +89,72 @@ def test_the_workers_log_is_named_when_atelier_run_started_them() -> None:
         "a1b2 failed: error: RuntimeError: planned (history: atelier events a1b2; "
         "workers' log: /home/u/.atelier/logs/up.log)"
     )
+
+
+CORPUS_WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "while",
+    "dogs",
+    "ran",
+    "over",
+    "green",
+    "hills",
+    "and",
+    "birds",
+    "sang",
+]
+
+
+def write_plain_corpus(folder: Path) -> Path:
+    """A corpus of the user's: neither "this" nor "movie" in it."""
+    rng = random.Random(3)
+    folder.mkdir()
+    for index in range(4):
+        words = " ".join(rng.choice(CORPUS_WORDS) for _ in range(150))
+        (folder / f"{index}.txt").write_text(words)
+    return folder
+
+
+def test_text_lm_on_ones_own_corpus_needs_no_prompt(tmp_path: Path) -> None:
+    from kinds.text_lm import IMDB_PROMPT, Spec, run
+    from tests.fixtures.local_context import LocalContext
+
+    assert Spec().prompt == IMDB_PROMPT == "this movie"  # the reference's, for its corpus
+    corpus = write_plain_corpus(tmp_path / "corpus")
+    spec = Spec(
+        corpus=str(corpus), epochs=1, steps_per_epoch=2, batch_size=4, sequence_length=16,
+        vocab_size=100, embed_dim=16, latent_dim=32, num_heads=1, generate_length=5,
+        temperatures=[1.0],
+    )  # fmt: skip
+    assert spec.prompt is None
+    ctx = LocalContext(tmp_path / "job")
+    run(spec, ctx)
+    text = (ctx.output_dir / "sample" / "epoch_0001.txt").read_text()
+    match = re.search(r"prompt: '([^']+)'", text)
+    assert match is not None, text
+    prompt = match[1].split()
+    assert len(prompt) == 4 and set(prompt) <= set(CORPUS_WORDS)
+    assert f"\n--- temperature 1\n{match[1]} " in text
+
+
+def test_a_prompt_the_corpus_does_not_know_is_refused_at_submit(tmp_path: Path) -> None:
+    corpus = write_plain_corpus(tmp_path / "corpus")
+    cases = {
+        ("--set", "prompt=zebra quokka"): "no word of the prompt 'zebra quokka' is in the",
+        ("--set", "architecture=lstm", "--set", "prompt=QXZ"): "no character of the prompt",
+    }
+    for args, expected in cases.items():
+        result = atelier(tmp_path, "submit", "text-lm", "--set", f"corpus={corpus}", *args)
+        assert result.returncode == 2 and expected in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1
+    known = atelier(
+        tmp_path, "submit", "text-lm", "--set", f"corpus={corpus}", "--set", "prompt=a zebra"
+    )
+    assert known.returncode == 0, known.stderr
+    listing = json.loads(atelier(tmp_path, "list", "--json").stdout)
+    assert [job["spec"]["prompt"] for job in listing] == ["a zebra"]

@@ -23,14 +23,24 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from kinds.contract import JobContext
+from kinds.contract import JobContext, Submission
 from kinds.fields import count_field
-from kinds.text_corpus import validate_corpus, words
+from kinds.paths import shown
+from kinds.text_corpus import (
+    CHARACTER,
+    IMDB,
+    WORD,
+    characters,
+    submit_vocabulary,
+    validate_corpus,
+    words,
+)
 from kinds.training_spec import TrainingSpec
 
 DEFAULT_QUEUE = "gpu"
 
 TRANSFORMER: Final = "transformer"
+IMDB_PROMPT = "this movie"  # the reference's prompt, for its corpus
 LSTM: Final = "lstm"
 DEFAULT_TEMPERATURES = (0.2, 0.5, 0.7, 1.0, 1.5)
 MAX_TEMPERATURES = 16
@@ -49,7 +59,6 @@ ARCHITECTURE_DEFAULTS: dict[str, dict[str, Any]] = {
         "num_heads": 2,
         "lstm_units": None,
         "learning_rate": 1e-3,  # Keras' RMSprop default, as compile(optimizer="rmsprop")
-        "prompt": "this movie",
         "generate_length": 50,
     },
     LSTM: {
@@ -125,8 +134,8 @@ class Spec(TrainingSpec):
     prompt: str | None = Field(
         None,
         min_length=1,
-        description="start of every epoch's samples: 'this movie' (transformer); lstm: a "
-        "passage of the corpus chosen by the seed",
+        description=f"start of every epoch's samples: {IMDB_PROMPT!r} for imdb (the "
+        "reference's), else a passage of the corpus chosen by the seed",
     )
     generate_length: int = count_field(
         50, MAX_GENERATE_LENGTH, "tokens per sample: 50 (transformer), 400 (lstm)"
@@ -148,6 +157,8 @@ class Spec(TrainingSpec):
         for name, value in ARCHITECTURE_DEFAULTS[architecture].items():
             if filled.get(name) is None:
                 filled[name] = value
+        if architecture == TRANSFORMER and filled.get("corpus", IMDB) == IMDB:
+            filled["prompt"] = filled.get("prompt") or IMDB_PROMPT
         length = filled["sequence_length"]
         if filled.get("stride") is None and type(length) is int:
             filled["stride"] = max(length - 1, 1)  # consecutive pieces of the documents
@@ -172,6 +183,22 @@ class Spec(TrainingSpec):
         if prompt is not None and word_level and not words(prompt):
             raise ValueError("holds no word (letters, digits or symbols besides punctuation)")
         return prompt
+
+    @model_validator(mode="after")
+    def _check_prompt_in_corpus(self, info: ValidationInfo) -> Spec:
+        """At submit, a prompt none of whose tokens training would keep is refused (the
+        worker, validating again without a Submission, leaves it to `run`)."""
+        if self.prompt is None or not isinstance(info.context, Submission):
+            return self
+        level = WORD if self.architecture == TRANSFORMER else CHARACTER
+        kept = submit_vocabulary(self.corpus, level, self.vocab_size)
+        tokens = words(self.prompt) if level == WORD else characters(self.prompt)
+        if kept is not None and not any(token in kept for token in tokens):
+            raise ValueError(
+                f"no {self.token_name} of the prompt {shown(self.prompt)} is in the vocabulary "
+                f"that corpus {shown(self.corpus)} gives"
+            )
+        return self
 
     @property
     def token_name(self) -> str:

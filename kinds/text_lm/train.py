@@ -40,10 +40,11 @@ from kinds.text_corpus import (
 from kinds.text_lm import LSTM, MODEL_FILE, TRANSFORMER, VOCABULARY_FILE, Spec
 from kinds.text_lm.model import build_model
 from kinds.text_lm.sampling import Sampler
-from kinds.training import EpochLoop, TrainingRows, save_models, save_sample
+from kinds.training import EpochLoop, TrainingRows, save_models, save_sample, steps_per_epoch
 from kinds.training_models import OptimizerPlan, TrainingModels
 
 ADAPT_BATCH = 512  # documents per TextVectorization call
+PROMPT_WORDS = 4  # of the transformer's default prompt off imdb
 MODEL_NAME = MODEL_FILE.removesuffix(".keras")
 
 
@@ -146,6 +147,7 @@ def train(spec: Spec, ctx: JobContext) -> None:
     tokens = list(checkpoint.meta["vocabulary"]) if checkpoint else None
     corpus = prepare_corpus(spec, documents, tokens)
     del documents
+    steps_per_epoch(spec, corpus.rows(spec))  # a corpus too small for one batch fails first
     vocabulary = corpus.vocabulary
     prompt = vocabulary.encode(vocabulary.prompt)
     if not any(token > 1 for token in prompt):
@@ -218,8 +220,7 @@ def prepare_corpus(spec: Spec, documents: list[str], tokens: list[str] | None) -
         ]
         data = np.concatenate(pieces) if pieces else np.zeros((0, spec.sequence_length), np.int32)
         rows = len(data)
-        assert spec.prompt is not None  # the transformer's default is filled in
-        prompt = spec.prompt
+        prompt = spec.prompt or _word_passage(data, tokens, spec)
         level = WORD
     vocabulary = Vocabulary(
         level=level,
@@ -241,6 +242,17 @@ def _pieces(ids: np.ndarray, length: int, stride: int) -> np.ndarray:
     padded[: len(ids)] = ids
     starts = np.arange(count) * stride
     return padded[starts[:, np.newaxis] + np.arange(length)[np.newaxis]]
+
+
+def _word_passage(pieces: np.ndarray, tokens: list[str], spec: Spec) -> str:
+    """The transformer's default prompt off imdb: the first PROMPT_WORDS kept words of a
+    training piece chosen by the seed (words the vocabulary holds, so the prompt is known)."""
+    if len(pieces) == 0:
+        return ""  # no training rows: the job fails as corpus_too_small
+    rng = np.random.default_rng([spec.seed, Stream.SAMPLES])
+    piece = pieces[int(rng.integers(0, len(pieces)))]
+    kept = [tokens[i] for i in piece if i > 1]
+    return " ".join(kept[:PROMPT_WORDS])
 
 
 def _passage(text: str, spec: Spec) -> str:

@@ -1,5 +1,6 @@
-"""Pytest fixtures: real stacks (tests/fixtures/stacks.py) shared by a session, and the
-grouping that keeps each module's (or shared group's) fixtures in one xdist process."""
+"""Pytest fixtures: real stacks (tests/fixtures/stacks.py) and the kind cases' reference
+runs (tests/fixtures/kind_cases.py) shared by a session, and the grouping that keeps
+each module's (or shared group's) fixtures in one xdist process."""
 
 from __future__ import annotations
 
@@ -8,28 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures.stacks import (
-    LEASE_SECONDS,
-    POSTGRES_ADMIN_URL,
-    REDIS_TEST_URL,
-    REPO,
-    TEST_KINDS,
-    Stack,
-    base_env,
-    make_stack,
-    postgres_database,
-)
+from tests.fixtures.jobs import Stacks
+from tests.fixtures.kind_cases import KindCase, KindRuns
+from tests.fixtures.stacks import TEST_KINDS, Stack
 
-__all__ = [
-    "LEASE_SECONDS",
-    "POSTGRES_ADMIN_URL",
-    "REDIS_TEST_URL",
-    "REPO",
-    "Stack",
-    "base_env",
-    "make_stack",
-    "postgres_database",
-]
 os.environ["ATELIER_EXTRA_KINDS"] = TEST_KINDS  # the client in this process validates them too
 
 
@@ -48,28 +31,37 @@ SHARED_FIXTURE_GROUPS = {
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """With pytest-xdist's `--dist loadgroup` (pyproject.toml), each group runs in one
     process: a test module, or the modules of a shared group, so their module and
-    session fixtures are built once."""
+    session fixtures are built once. A contract test of a kind case runs with the kind's
+    own module (they share the case's reference run)."""
     for item in items:
         module = item.nodeid.partition("::")[0].rpartition("/")[2].removesuffix(".py")
+        params = getattr(item, "callspec", None)
+        case = params.params.get("case") if params is not None else None
+        if module == "test_kind_contract" and isinstance(case, KindCase):
+            module = case.tests
         item.add_marker(pytest.mark.xdist_group(SHARED_FIXTURE_GROUPS.get(module, module)))
 
 
-@pytest.fixture(scope="session", params=["embedded", "services"])
-def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    """A running two-worker stack per backend, shared by the tests of a session."""
-    running, cleanup = make_stack(request.param, tmp_path_factory.mktemp(request.param))
-    running.start()
+@pytest.fixture(scope="session")
+def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
+    tmp_path_factory.getbasetemp()  # created here: pytest's first call is not thread-safe
+    running = Stacks(tmp_path_factory)
     yield running
     running.stop()
-    cleanup()
+
+
+@pytest.fixture(scope="session", params=["embedded", "services"])
+def stack(request: pytest.FixtureRequest, stacks: Stacks) -> Stack:
+    """A running two-worker stack per backend, shared by the tests of a session."""
+    return stacks.get(request.param)
 
 
 @pytest.fixture(scope="session")
-def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running, cleanup = make_stack("embedded", tmp_path_factory.mktemp("embedded-dcgan"))
-    running.start()
-    yield running
-    running.stop()
-    cleanup()
+def embedded_stack(stacks: Stacks) -> Stack:
+    return stacks.get("embedded", name="embedded-dcgan")
+
+
+@pytest.fixture(scope="session")
+def kind_runs(tmp_path_factory: pytest.TempPathFactory) -> KindRuns:
+    """The kind cases' input files and reference runs, made on first use."""
+    return KindRuns(tmp_path_factory.mktemp("kinds"))

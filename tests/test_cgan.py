@@ -1,11 +1,11 @@
 """The cgan kind: spec (labelled datasets only), the class-conditioned networks, and a
-run through a real worker (one grid row per class, generator, falling D loss)."""
+run through a real worker (one grid row per class, generator, falling D loss). Resume,
+crash, warm cache, non-finite loss, imports and bad specs: tests/test_kind_contract.py."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pydantic
@@ -14,8 +14,9 @@ from PIL import Image
 
 from kinds.cgan import DEFAULT_QUEUE, Spec
 from kinds.datasets import load_images, load_labelled_images
-from scheduler.client import JobView
-from tests.conftest import Stack
+from tests.fixtures.data import write_image_folder
+from tests.fixtures.jobs import events_of, finished, output_paths
+from tests.fixtures.stacks import Stack
 from tests.fixtures.trained import CGAN, training_jobs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -35,26 +36,8 @@ def test_defaults_follow_the_reference() -> None:
     assert spec.classes == 10 and Spec(dataset="cifar10").channels == 3
 
 
-@pytest.mark.parametrize(
-    "changes",
-    [
-        {"samples_per_class": 0},
-        {"samples_per_class": 33},
-        {"latent_dim": 0},
-        {"image_size": 30},
-        {"epochs": 0},
-        {"label_noise": -1.0},
-        {"dataset": "no-such-dataset"},
-        {"classes": 3},
-    ],
-)
-def test_spec_rejects(changes: dict[str, Any]) -> None:
-    with pytest.raises(pydantic.ValidationError):
-        Spec(**changes)
-
-
 def test_image_folder_is_refused_for_want_of_labels(tmp_path: Path) -> None:
-    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    write_image_folder(tmp_path, 1, (8, 8))
     with pytest.raises(pydantic.ValidationError, match="without class labels"):
         Spec(dataset=str(tmp_path))
 
@@ -94,18 +77,17 @@ def test_networks_take_the_class() -> None:
 
 
 def test_trains_with_class_rows_and_a_generator(embedded_stack: Stack) -> None:
-    view: JobView = embedded_stack.wait(training_jobs(embedded_stack)["cgan"], timeout=240)
-    assert view.status == "succeeded", view.error_message
+    view = finished(embedded_stack, training_jobs(embedded_stack)["cgan"], timeout=240)
     epochs, steps = CGAN["epochs"], CGAN["steps_per_epoch"]
     assert (view.step, view.total_steps) == (epochs * steps, epochs * steps)
-    grids = {o.name: Path(o.path) for o in view.outputs if o.role == "sample"}
+    grids = output_paths(view, "sample")
     assert sorted(grids) == [f"epoch_{epoch:04d}.png" for epoch in range(1, epochs + 1)]
     columns, side = CGAN["samples_per_class"], CGAN["image_size"]
     for path in grids.values():
         with Image.open(path) as image:  # ten rows (the classes), one column per latent
             size = (columns * (side + 2) + 2, 10 * (side + 2) + 2)
             assert (image.format, image.mode, image.size) == ("PNG", "L", size)
-    models = {o.name: Path(o.path) for o in view.outputs if o.role == "model"}
+    models = output_paths(view, "model")
     assert list(models) == ["generator.keras"]
 
     import keras
@@ -113,7 +95,7 @@ def test_trains_with_class_rows_and_a_generator(embedded_stack: Stack) -> None:
     generator = keras.saving.load_model(models["generator.keras"])
     assert [tuple(i.shape) for i in generator.inputs] == [(None, CGAN["latent_dim"]), (None, 10)]
 
-    metrics = [e for e in embedded_stack.client.events(view.id) if e["type"] == "metrics"]
+    metrics = events_of(embedded_stack, view.id, "metrics")
     assert [m["epoch"] for m in metrics] == list(range(1, epochs + 1))
     # The discriminator learns to tell the early generator's images apart.
     assert metrics[-1]["d_loss"] < metrics[0]["d_loss"], metrics

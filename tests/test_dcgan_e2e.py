@@ -1,23 +1,20 @@
-"""DCGAN through real worker processes: training and SIGKILL resume with identical bytes
-on both backends; warm workers that reuse their built models and submit-time checks on
-the embedded stack (the backend plays no part in them)."""
+"""DCGAN through real worker processes: training on both backends; warm workers that
+reuse their built models and submit-time checks on the embedded stack (the backend plays
+no part in them). A worker killed mid-job: tests/test_kill_resume.py."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
 
-from scheduler.client import JobView
-from tests.conftest import Stack
-from tests.test_platform import wait_running
+from tests.fixtures.jobs import assert_refused_at_submit, output_paths
+from tests.fixtures.stacks import Stack
 
 TINY = {
     "dataset": "glyphs",
@@ -31,10 +28,6 @@ TINY = {
 GRID_SIDE = 2 * (28 + 2) + 2  # 2x2 cells of 28 px with 2 px frames
 
 
-def outputs(view: JobView, role: str) -> dict[str, Path]:
-    return {o.name: Path(o.path) for o in view.outputs if o.role == role}
-
-
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -45,19 +38,19 @@ def test_dcgan_trains_and_records_grids_and_generator(stack: Stack) -> None:
     assert view.status == "succeeded", view.error_message
     assert (view.step, view.total_steps, view.epoch) == (6, 6, 2)
 
-    grids = outputs(view, "sample")
+    grids = output_paths(view, "sample")
     assert sorted(grids) == ["epoch_0001.png", "epoch_0002.png"]
     for grid in grids.values():
         with Image.open(grid) as image:
             assert (image.format, image.mode, image.size) == ("PNG", "L", (GRID_SIDE, GRID_SIDE))
-    assert list(outputs(view, "model")) == ["generator.keras"]
+    assert list(output_paths(view, "model")) == ["generator.keras"]
     # The same latent vectors render differently once the generator has trained on.
     assert sha(grids["epoch_0001.png"]) != sha(grids["epoch_0002.png"])
 
     metrics = [e for e in stack.client.events(job_id) if e["type"] == "metrics"]
     assert [m["epoch"] for m in metrics] == [1, 2]
     assert all(m["d_loss"] > 0 and m["g_loss"] > 0 for m in metrics)
-    assert_loadable_generator(outputs(view, "model")["generator.keras"])
+    assert_loadable_generator(output_paths(view, "model")["generator.keras"])
 
 
 def assert_loadable_generator(model_path: Path) -> None:
@@ -75,25 +68,6 @@ def assert_loadable_generator(model_path: Path) -> None:
         timeout=120,
     )
     assert result.stdout.strip().splitlines()[-1] == "(3, 28, 28, 1) True True", result.stderr
-
-
-def test_sigkill_mid_training_resumes_with_identical_bytes(stack: Stack) -> None:
-    spec = {**TINY, "epochs": 2, "steps_per_epoch": 15, "checkpoint_every": 4}
-    spec["deterministic"] = True
-    killed = stack.client.submit("dcgan", spec)
-    running = wait_running(stack, killed, min_step=9)
-    os.kill(running.worker_pid, signal.SIGKILL)
-    resumed = stack.wait(killed, timeout=300)
-    assert resumed.status == "succeeded", resumed.error_message
-    assert resumed.attempts == 2
-    assert resumed.resumed_from_step in (8, 12)  # the last checkpoint before the kill
-    assert len(outputs(resumed, "model")) == 1
-    assert len([e for e in stack.client.events(killed) if e["type"] == "resumed"]) == 1
-
-    uninterrupted = stack.wait(stack.client.submit("dcgan", spec), timeout=300)
-    assert uninterrupted.attempts == 1 and uninterrupted.resumed_from_step is None
-    final = "epoch_0002.png"
-    assert sha(outputs(resumed, "sample")[final]) == sha(outputs(uninterrupted, "sample")[final])
 
 
 def test_warm_worker_reuses_its_models_and_gets_the_same_result(embedded_stack: Stack) -> None:
@@ -115,7 +89,7 @@ def test_warm_worker_reuses_its_models_and_gets_the_same_result(embedded_stack: 
         else:
             assert (cache["builds"], cache["hits"]) == (1, 0)
         seen_pids.add(pid)
-        grids.add(sha(outputs(view, "sample")["epoch_0001.png"]))
+        grids.add(sha(output_paths(view, "sample")["epoch_0001.png"]))
     assert warm_jobs >= 1
     assert len(grids) == 1  # cold and warm starts train identically
 
@@ -146,20 +120,16 @@ def test_bad_dcgan_specs_and_datasets_are_refused_at_submit(
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
-    before = len(stack.client.list(limit=1000))
-    cases = {
-        "epochs=-1": "field 'epochs': Input should be greater than 0",
-        "batch_size=0": "field 'batch_size': Input should be greater than 0",
-        "image_size=30": "image_size must be a multiple of 4",
-        f"dataset={empty}": str(empty),
-        f"dataset={corrupt}": "a.png",
-        "dataset=imagenet21k": "imagenet21k",
-    }
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        results = pool.map(lambda setting: stack.cli("submit", "dcgan", "--set", setting), cases)
-    for (assignment, expected), result in zip(cases.items(), results, strict=True):
-        assert result.returncode == 2, assignment
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("atelier: error: dcgan: "), result.stderr
-        assert expected in lines[0], (assignment, lines[0])
-    assert len(stack.client.list(limit=1000)) == before
+    assert_refused_at_submit(
+        stack,
+        "dcgan",
+        {
+            ("epochs=-1",): "field 'epochs': Input should be greater than 0",
+            ("batch_size=0",): "field 'batch_size': Input should be greater than 0",
+            ("image_size=30",): "image_size must be a multiple of 4",
+            (f"dataset={empty}",): str(empty),
+            (f"dataset={corrupt}",): "a.png",
+            ("dataset=imagenet21k",): "imagenet21k",
+        },
+        workers=3,
+    )

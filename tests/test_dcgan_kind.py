@@ -1,41 +1,31 @@
-"""The dcgan kind run in-process through LocalContext: outputs, resume, warm cache."""
+"""The dcgan kind in process through LocalContext: its spec, networks and state helpers,
+and what its run writes. Resume, crash, warm cache, non-finite loss, imports and bad
+specs: tests/test_kind_contract.py (the case "dcgan" of tests/fixtures/kind_cases.py)."""
 
 from __future__ import annotations
 
 import io
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydantic
 import pytest
 from PIL import Image
 
 from kinds.contract import JobError
 from kinds.dcgan import DEFAULT_QUEUE, Spec, run
-from tests.fixtures.local_context import DictCache, LocalContext, SimulatedCrash, StopRequested
+from tests.fixtures.data import write_image_folder
+from tests.fixtures.kind_cases import CASES, KindRuns, output_files
+from tests.fixtures.local_context import LocalContext, StopRequested
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Keras 3.15 calls np.array(tensor) in get_weights/save, which numpy 2.4 flags.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-REPO = Path(__file__).resolve().parent.parent
 
-TINY: dict[str, Any] = dict(
-    dataset="glyphs",
-    image_size=28,
-    batch_size=8,
-    latent_dim=16,
-    steps_per_epoch=3,
-    epochs=2,
-    samples=6,
-    dataset_size=64,
-    deterministic=True,
-    seed=3,
-)
+CASE = CASES["dcgan"]
+TINY = CASE.values
 TOTAL_STEPS = 6
 GRID_SIZE = (3 * (28 + 2) + 2, 2 * (28 + 2) + 2)  # 6 samples: 2 rows of 3, 2-pixel padding
 
@@ -44,31 +34,10 @@ def tiny(**changes: Any) -> Spec:
     return Spec(**{**TINY, **changes})
 
 
-def outputs(ctx: LocalContext) -> dict[str, bytes]:
-    """The sample grids on disk (a resumed run finds the first part's there too)."""
-    folder = ctx.output_dir / "sample"
-    return {path.name: path.read_bytes() for path in sorted(folder.glob("epoch_*.png"))}
-
-
-def generator_weights(ctx: LocalContext) -> list[np.ndarray]:
-    import keras
-
-    return keras.models.load_model(ctx.output_dir / "model" / "generator.keras").get_weights()
-
-
-def assert_same_result(ctx: LocalContext, reference: LocalContext) -> None:
-    assert list(outputs(ctx)) == ["epoch_0001.png", "epoch_0002.png"]
-    assert outputs(ctx) == outputs(reference)
-    for mine, theirs in zip(generator_weights(ctx), generator_weights(reference), strict=True):
-        assert np.array_equal(mine, theirs)
-
-
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> LocalContext:
-    """An uninterrupted cold run of the tiny spec."""
-    ctx = LocalContext(tmp_path_factory.mktemp("reference"))
-    run(tiny(), ctx)
-    return ctx
+def reference(kind_runs: KindRuns) -> LocalContext:
+    """An uninterrupted cold run of the tiny spec (shared with the contract tests)."""
+    return kind_runs.reference(CASE)
 
 
 # --- spec -----------------------------------------------------------------------------
@@ -82,51 +51,11 @@ def test_defaults_follow_the_reference() -> None:
     assert spec.channels == 1 and Spec(dataset="cifar10").channels == 3
 
 
-@pytest.mark.parametrize(
-    "changes",
-    [
-        {"epochs": -1},
-        {"epochs": 0},
-        {"batch_size": 0},
-        {"latent_dim": 0},
-        {"steps_per_epoch": 0},
-        {"learning_rate": 0.0},
-        {"label_noise": -0.1},
-        {"samples": 0},
-        {"samples": 257},
-        {"image_size": 30},
-        {"image_size": 12},
-        {"image_size": 132},
-        {"epochs": "2"},
-        {"batch_size": 8.0},
-        {"deterministic": "yes"},
-        {"dataset": "no-such-dataset"},
-        {"dataset_size": 4},  # smaller than one batch
-        {"colour": True},
-    ],
-)
-def test_spec_rejects(changes: dict[str, Any]) -> None:
-    with pytest.raises(pydantic.ValidationError):
-        tiny(**changes)
-
-
 def test_spec_resolves_relative_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "pictures").mkdir()
-    Image.new("RGB", (8, 8)).save(tmp_path / "pictures" / "a.png")
+    write_image_folder(tmp_path / "pictures", 1, (8, 8))
     monkeypatch.chdir(tmp_path)
     spec = tiny(dataset="pictures")
     assert spec.dataset == str(tmp_path.resolve() / "pictures") and spec.channels == 3
-
-
-def test_importing_the_kind_does_not_load_tensorflow() -> None:
-    code = (
-        "import sys, kinds.dcgan, kinds.datasets, kinds.images\n"
-        "loaded = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
-        "assert not loaded, loaded"
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True)
-    assert result.returncode == 0, result.stderr.decode()
 
 
 # --- models and state helpers ---------------------------------------------------------
@@ -219,7 +148,13 @@ def test_run_produces_grids_metrics_and_generator(reference: LocalContext) -> No
             assert math.isfinite(event.values[name]) and event.values[name] > 0
             assert math.isclose(event.values[name], np.mean([m[name] for m in per_step]))
 
-    grids = outputs(reference)
+    files = output_files(reference)
+    assert sorted(files) == [
+        "model/generator.keras",
+        "sample/epoch_0001.png",
+        "sample/epoch_0002.png",
+    ]
+    grids = {name.removeprefix("sample/"): data for name, data in files.items() if "sample" in name}
     for data in grids.values():
         grid = Image.open(io.BytesIO(data))
         assert grid.format == "PNG" and grid.mode == "L" and grid.size == GRID_SIZE
@@ -238,59 +173,6 @@ def test_run_produces_grids_metrics_and_generator(reference: LocalContext) -> No
     assert grid_png(generator(latents, training=False).numpy()) == grids["epoch_0002.png"]
 
 
-@pytest.mark.parametrize("stop_at", [3, 4])  # at an epoch's end, in the middle of one
-def test_stopped_and_resumed_run_matches(
-    reference: LocalContext, tmp_path: Path, stop_at: int
-) -> None:
-    first = LocalContext(tmp_path, stop_at=stop_at)
-    with pytest.raises(StopRequested):
-        run(tiny(), first)
-    assert first.saved_steps == [stop_at] and ("model", "generator.keras") not in first.outputs
-
-    resumed = LocalContext(tmp_path)  # a fresh cache, as in a new worker process
-    run(tiny(), resumed)
-    assert resumed.progress_calls[0].step == stop_at + 1
-    assert resumed.metric_events[-1] == reference.metric_events[-1]
-    assert_same_result(resumed, reference)
-
-
-def test_crashed_run_resumes_from_last_checkpoint(reference: LocalContext, tmp_path: Path) -> None:
-    crashed = LocalContext(tmp_path, checkpoint_every=2, crash_at=5)
-    with pytest.raises(SimulatedCrash):
-        run(tiny(checkpoint_every=2), crashed)
-    assert crashed.saved_steps == [2, 4]
-
-    resumed = LocalContext(tmp_path, checkpoint_every=2)
-    run(tiny(checkpoint_every=2), resumed)
-    assert [call.step for call in resumed.progress_calls] == [5, 6]
-    assert_same_result(resumed, reference)
-
-
-def test_warm_cache_is_reused_and_reset(reference: LocalContext, tmp_path: Path) -> None:
-
-    cache = DictCache()
-    other = tiny(seed=11, learning_rate=5e-4, label_noise=0.3, deterministic=False)
-    run(other, LocalContext(tmp_path / "first", cache=cache))
-    warm = LocalContext(tmp_path / "second", cache=cache)
-    run(tiny(), warm)
-
-    (key,) = cache.entries
-    models = cache.entries[key]
-    assert key == ("dcgan", 28, 1, 16, 0.9, False) and cache.builds[key] == 1
-    assert models.jobs == 2 and models.tracing_count == 1
-    assert math.isclose(float(models.label_noise.numpy()), 0.05, rel_tol=1e-6)
-    for optimizer in (models.generator_optimizer, models.discriminator_optimizer):
-        assert math.isclose(float(optimizer.learning_rate), 1e-4, rel_tol=1e-6)
-        assert int(optimizer.iterations.numpy()) == TOTAL_STEPS
-    assert_same_result(warm, reference)
-
-
-def test_non_finite_loss_fails_the_job(tmp_path: Path) -> None:
-    with pytest.raises(JobError) as error:
-        run(tiny(learning_rate=1e30), LocalContext(tmp_path))
-    assert error.value.code == "nan_loss" and "\n" not in error.value.message
-
-
 def test_checkpoint_of_another_shape_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StopRequested):
         run(tiny(), LocalContext(tmp_path, stop_at=1))
@@ -301,12 +183,7 @@ def test_checkpoint_of_another_shape_is_refused(tmp_path: Path) -> None:
 
 
 def test_image_directory_trains_in_colour(tmp_path: Path) -> None:
-    images = tmp_path / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for index in range(8):
-        pixels = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(images / f"{index}.png")
+    images = write_image_folder(tmp_path / "images", 8, (20, 24))
     spec = tiny(dataset=str(images), image_size=16, batch_size=4, epochs=1, samples=4)
     ctx = LocalContext(tmp_path / "job")
     run(spec, ctx)

@@ -1,6 +1,8 @@
 """The deepdream kind: spec checks, the ascent step against the reference computation,
-octaves, resume and warm cache in-process (LocalContext), then end to end through a real
-worker that is killed mid-job."""
+octaves, the backbone's layer table and max_loss in process (LocalContext), and bad input
+refused at submit through a real stack. Resume, crash, warm cache, non-finite loss, a
+worker killed mid-job, imports and bad specs: tests/test_kind_contract.py and
+tests/test_kill_resume.py (the case "deepdream" of tests/fixtures/kind_cases.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,6 @@ import io
 import itertools
 import math
 import os
-import signal
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,61 +19,36 @@ import pytest
 from PIL import Image
 
 from kinds import backbones
-from kinds.contract import JobError
 from kinds.deepdream import DEFAULT_LAYERS, DEFAULT_QUEUE, INPUT_FILES, Spec, run
-from tests.conftest import Stack
-from tests.fixtures.local_context import DictCache, LocalContext, SimulatedCrash, StopRequested
-from tests.test_style_transfer import make_bad_images
+from tests.fixtures.data import make_bad_images, make_picture
+from tests.fixtures.jobs import assert_refused_at_submit
+from tests.fixtures.kind_cases import CASES, KindRuns, output_files
+from tests.fixtures.local_context import DictCache, LocalContext
+from tests.fixtures.stacks import Stack
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
-HEIGHT, WIDTH = 130, 140
+CASE = CASES["deepdream"]
+HEIGHT, WIDTH = 130, 140  # tests.fixtures.data.make_picture's
 SHAPES = [(108, 116), (130, 140)]  # 2 octaves at scale 1.2: int(side / 1.2), then full size
 STEPS = 4
 
 
-def make_picture(path: Path, height: int = HEIGHT, width: int = WIDTH) -> Path:
-    rows, columns = np.mgrid[0:height, 0:width]
-    waves = [np.sin(columns / 7.0), np.cos(rows / 5.0), np.sin((rows + columns) / 9.0)]
-    noise = np.random.default_rng(0).normal(0, 12, (height, width, 3))
-    pixels = np.clip(np.stack(waves, axis=-1) * 90 + 128 + noise, 0, 255)
-    Image.fromarray(pixels.astype(np.uint8)).save(path)
-    return path
-
-
 @pytest.fixture(scope="module")
-def picture(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(make_picture(tmp_path_factory.mktemp("picture") / "coast.png"))
+def picture(kind_runs: KindRuns) -> str:
+    return str(kind_runs.inputs.picture)
 
 
 def tiny(picture: str, **changes: Any) -> Spec:
-    values = dict(
-        image=picture,
-        octaves=2,
-        octave_scale=1.2,
-        steps=STEPS,
-        max_loss=None,  # random weights give losses far below the reference's 15
-        backbone_weights="none",
-        deterministic=True,
-        seed=4,
-    )
-    return Spec(**{**values, **changes})
+    return Spec(**{**CASE.values, "image": picture, **changes})
 
 
 @pytest.fixture(scope="module")
-def reference(picture: str, tmp_path_factory: pytest.TempPathFactory) -> LocalContext:
-    """An uninterrupted cold run of the tiny spec; its cache serves the later tests."""
-    ctx = LocalContext(tmp_path_factory.mktemp("reference"), cache=DictCache())
-    run(tiny(picture), ctx)
-    return ctx
-
-
-def image_outputs(ctx: LocalContext) -> dict[str, bytes]:
-    return {
-        f"{path.parent.name}/{path.name}": path.read_bytes()
-        for path in sorted(ctx.output_dir.glob("*/*.png"))
-    }
+def reference(kind_runs: KindRuns) -> LocalContext:
+    """An uninterrupted cold run of the tiny spec (shared with the contract tests); its
+    cache serves the later tests."""
+    return kind_runs.reference(CASE)
 
 
 def dream_model(cache: DictCache) -> Any:
@@ -104,28 +79,6 @@ def test_octave_shapes_follow_the_reference(tmp_path: Path) -> None:
     spec = Spec(image=str(path))
     expected = [(int(400 / 1.4**i), int(600 / 1.4**i)) for i in (2, 1)] + [(400, 600)]
     assert spec.octave_shapes == expected == [(204, 306), (285, 428), (400, 600)]
-
-
-@pytest.mark.parametrize(
-    ("changes", "message"),
-    [
-        ({"layers": {"mixed42": 1.0}}, "unknown layer 'mixed42' for inception_v3"),
-        ({"layers": {"conv2d_5": 1.0}}, "usable: mixed0, mixed1"),  # process-dependent name
-        ({"layers": {}}, "at least 1 item"),
-        ({"layers": {"mixed4": math.nan}}, "not a finite number"),
-        ({"octaves": 0}, "greater than 0"),
-        ({"steps": 0}, "greater than 0"),
-        ({"steps": -3}, "greater than 0"),
-        ({"step_size": 0.0}, "greater than 0"),
-        ({"octave_scale": 0.5}, "greater than or equal to 1"),
-        ({"checkpoint_every": 0}, "greater than 0"),
-        ({"octaves": 3}, "too small for layer 'mixed4'"),  # 130 / 1.2**2 = 90 px: too small
-        ({"backbone_weights": "inception.bin"}, "a Keras weights file"),
-    ],
-)
-def test_spec_rejects(picture: str, changes: dict[str, Any], message: str) -> None:
-    with pytest.raises(pydantic.ValidationError, match=message):
-        tiny(picture, **changes)
 
 
 def test_small_image_error_is_one_line_and_names_the_octave(tmp_path: Path) -> None:
@@ -174,7 +127,7 @@ def test_static_inception_table_matches_keras(reference: LocalContext) -> None:
 
 
 def test_run_writes_octaves_final_image_and_loss(reference: LocalContext) -> None:
-    outputs = image_outputs(reference)
+    outputs = output_files(reference)
     assert sorted(outputs) == ["image/final.png", "snapshot/octave_1.png", "snapshot/octave_2.png"]
     sizes = {name: Image.open(io.BytesIO(data)).size for name, data in outputs.items()}
     assert sizes["snapshot/octave_1.png"] == (SHAPES[0][1], SHAPES[0][0])
@@ -226,34 +179,6 @@ def test_step_equals_the_reference_computation(reference: LocalContext, picture:
     assert float(tf.norm(stepped - image)) == pytest.approx(20.0, rel=1e-4)
 
 
-@pytest.mark.parametrize("stop_at", [2, 4])  # inside octave 1, at its end (crash test: octave 2)
-def test_stopped_and_resumed_run_gives_identical_bytes(
-    picture: str, reference: LocalContext, tmp_path: Path, stop_at: int
-) -> None:
-    first = LocalContext(tmp_path, cache=reference.cache, stop_at=stop_at)
-    with pytest.raises(StopRequested):
-        run(tiny(picture), first)
-    assert first.saved_steps == [stop_at]
-    resumed = LocalContext(tmp_path, cache=reference.cache)
-    run(tiny(picture), resumed)
-    assert resumed.progress_calls[0].step == stop_at + 1
-    assert first.progress_calls + resumed.progress_calls == reference.progress_calls
-    assert image_outputs(resumed) == image_outputs(reference)
-
-
-def test_crashed_run_resumes_from_its_last_checkpoint(
-    picture: str, reference: LocalContext, tmp_path: Path
-) -> None:
-    crashed = LocalContext(tmp_path, cache=reference.cache, checkpoint_every=3, crash_at=7)
-    with pytest.raises(SimulatedCrash):
-        run(tiny(picture), crashed)
-    assert crashed.saved_steps == [3, 6]
-    resumed = LocalContext(tmp_path, cache=reference.cache, checkpoint_every=3)
-    run(tiny(picture), resumed)
-    assert [call.step for call in resumed.progress_calls] == [7, 8]
-    assert image_outputs(resumed) == image_outputs(reference)
-
-
 def test_model_built_after_other_models_gives_identical_bytes(
     picture: str, reference: LocalContext, tmp_path: Path
 ) -> None:
@@ -265,7 +190,7 @@ def test_model_built_after_other_models_gives_identical_bytes(
     # them, this build's layers get other names (activation_94 for activation, ...).
     elsewhere = LocalContext(tmp_path, cache=DictCache())
     run(tiny(picture), elsewhere)
-    assert image_outputs(elsewhere) == image_outputs(reference)
+    assert output_files(elsewhere) == output_files(reference)
     # PNG bytes round away most of the difference; the ascent step shows every bit.
     image = tf.random.stateless_normal((1, *SHAPES[0], 3), seed=(0, 1))
     models = [dream_model(reference.cache), dream_model(elsewhere.cache)]
@@ -273,25 +198,6 @@ def test_model_built_after_other_models_gives_identical_bytes(
         model.start_job(tiny(picture))
     here, there = (model.step(image, tf.constant(20.0))[1].numpy() for model in models)
     assert np.array_equal(here, there)
-
-
-def test_warm_jobs_of_other_sizes_reuse_model_and_trace(
-    picture: str, reference: LocalContext, tmp_path: Path
-) -> None:
-    larger = str(make_picture(tmp_path / "larger.png", 150, 170))
-    other = tiny(
-        picture, image=larger, seed=1, step_size=5.0, layers={**DEFAULT_LAYERS, "mixed4": 3.0}
-    )
-    run(other, LocalContext(tmp_path / "other", cache=reference.cache))
-    warm = LocalContext(tmp_path / "warm", cache=reference.cache)
-    run(tiny(picture), warm)
-
-    assert set(reference.cache.builds.values()) == {1} and len(reference.cache.entries) == 2
-    model = dream_model(reference.cache)
-    assert model.tracing_count == 1  # one trace for every octave and image size
-    assert model.jobs >= 3
-    assert warm.progress_calls == reference.progress_calls
-    assert image_outputs(warm) == image_outputs(reference)
 
 
 def test_max_loss_ends_each_octave_early(picture: str, reference: LocalContext, tmp_path: Path):
@@ -303,74 +209,12 @@ def test_max_loss_ends_each_octave_early(picture: str, reference: LocalContext, 
     assert Image.open(ctx.outputs[("image", "final.png")]).size == (WIDTH, HEIGHT)
 
 
-def test_non_finite_loss_fails_the_job(picture: str, reference: LocalContext, tmp_path: Path):
-    with pytest.raises(JobError) as error:
-        run(tiny(picture, step_size=1e30), LocalContext(tmp_path, cache=reference.cache))
-    assert error.value.code == "nan_loss" and "\n" not in error.value.message
-    assert "octave 1, step 2" in error.value.message
-
-
-# --- end to end: real `atelier up`, Celery workers, SQLite, embedded Redis ------------
-
-
-def test_killed_worker_resumes_and_gives_the_uninterrupted_bytes(
-    embedded_stack: Stack, picture: str, reference: LocalContext, tmp_path: Path
-) -> None:
-    values = {
-        "image": picture,
-        "octaves": 2,
-        "octave_scale": 1.2,
-        "steps": 20,
-        "max_loss": None,
-        "backbone_weights": "none",
-        "deterministic": True,
-        "checkpoint_every": 4,
-    }
-    job_id = embedded_stack.client.submit("deepdream", values)
-
-    def reached_step_8() -> bool:
-        view = embedded_stack.client.get(job_id)
-        return view.status == "running" and (view.step or 0) >= 8
-
-    embedded_stack.wait_for(reached_step_8, timeout=90, what="the job to reach step 8")
-    os.kill(embedded_stack.client.get(job_id).worker_pid, signal.SIGKILL)
-    view = embedded_stack.wait(job_id, timeout=120)
-    assert view.status == "succeeded", view.error_message
-    assert view.attempts == 2 and view.resumed_from_step is not None
-    assert view.resumed_from_step >= 8 and view.resumed_from_step % 4 == 0
-
-    outputs = {o.name: o for o in view.outputs if o.role in ("snapshot", "image")}
-    assert sorted(outputs) == ["final.png", "octave_1.png", "octave_2.png"]
-    sizes = {name: Image.open(output.path).size for name, output in outputs.items()}
-    assert sizes == {
-        "octave_1.png": (SHAPES[0][1], SHAPES[0][0]),
-        "octave_2.png": (WIDTH, HEIGHT),
-        "final.png": (WIDTH, HEIGHT),
-    }
-    events = embedded_stack.client.events(job_id)
-    octave_losses = [e["loss"] for e in events if e["type"] == "metrics"]
-    assert len(octave_losses) == 2 and all(loss > 0 for loss in octave_losses)
-
-    uninterrupted = LocalContext(tmp_path, cache=reference.cache)
-    run(Spec(**values), uninterrupted)
-    for name, output in outputs.items():
-        role = "image" if name == "final.png" else "snapshot"
-        assert Path(output.path).read_bytes() == uninterrupted.outputs[(role, name)].read_bytes()
-
-
 def test_bad_input_is_refused_at_submit(
     embedded_stack: Stack, picture: str, tmp_path: Path
 ) -> None:
-    before = len(embedded_stack.client.list(limit=1000))
     small = make_picture(tmp_path / "small.png", 80, 88)
-    cases = [
-        (["deepdream", "--set", f"image={picture}", "--set", 'layers={"x": 1}'], "unknown layer"),
-        (["deepdream", "--set", f"image={small}"], "too small for layer 'mixed4'"),
-    ]
-    with ThreadPoolExecutor() as pool:  # one CLI process per case, side by side
-        results = list(pool.map(lambda c: embedded_stack.cli("submit", *c[0]), cases))
-    for (args, expected), result in zip(cases, results, strict=True):
-        assert result.returncode == 2, (args, result.stderr)
-        assert expected in result.stderr, (args, result.stderr)
-        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert len(embedded_stack.client.list(limit=1000)) == before
+    cases = {
+        (f"image={picture}", 'layers={"x": 1}'): "unknown layer",
+        (f"image={small}",): "too small for layer 'mixed4'",
+    }
+    assert_refused_at_submit(embedded_stack, "deepdream", cases)

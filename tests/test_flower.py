@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Stack, make_stack
+from tests.fixtures.jobs import running_stack
+from tests.fixtures.stacks import Stack
 
 CREDENTIALS = "atelier-admin:s3cret-Flower-pw"
 HOST = socket.gethostname()
@@ -109,11 +110,8 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running, cleanup = make_stack("embedded", tmp_path_factory.mktemp("flower"), workers=1)
-    running.start()
-    yield running
-    running.stop()
-    cleanup()
+    with running_stack("embedded", tmp_path_factory.mktemp("flower"), workers=1) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

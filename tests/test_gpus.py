@@ -25,7 +25,7 @@ from core.settings import Settings, load_settings
 from db.migrate import upgrade
 from scheduler.client import Client
 from scheduler.stack import start_embedded_redis
-from tests.conftest import base_env
+from tests.fixtures.stacks import base_env
 from worker import gpus
 from worker.gpus import Gpu, GpuClaims, detect_gpus, parse_gpus_option
 

@@ -1,13 +1,13 @@
-"""`mixed_precision: true` on every training kind: float16 layers with float32 weights and
-outputs, loss-scaled optimizers, finite losses, and a stopped and resumed run that ends
-with the bytes of an uninterrupted one (the loss scale travels in the checkpoint).
+"""`mixed_precision: true` on every training kind whose case in tests/fixtures/kind_cases.py
+names a float16 spec: float16 layers with float32 weights and outputs, loss-scaled
+optimizers, finite losses, and a stopped and resumed run that ends with the bytes of an
+uninterrupted one (the loss scale travels in the checkpoint).
 
 Float16 convolutions are slow on CPUs, so the sizes are the smallest each kind allows.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 from pathlib import Path
@@ -15,86 +15,48 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.local_context import DictCache, LocalContext, StopRequested
-from tests.test_text_lm import write_corpus
+from tests.fixtures.kind_cases import (
+    RESUMABLE,
+    KindCase,
+    KindRuns,
+    assert_resumed_run_matches,
+    stop_and_resume,
+)
+from tests.fixtures.local_context import DictCache, LocalContext
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
-IMAGES: dict[str, Any] = dict(
-    dataset="glyphs", image_size=16, dataset_size=32, steps_per_epoch=2, epochs=2, seed=5
-)
-KINDS: dict[str, tuple[str, dict[str, Any]]] = {
-    "dcgan": ("kinds.dcgan", {**IMAGES, "batch_size": 4, "latent_dim": 8, "samples": 4}),
-    "cgan": (
-        "kinds.cgan",
-        {**IMAGES, "batch_size": 4, "latent_dim": 8, "samples_per_class": 1},
-    ),
-    "vae": ("kinds.vae", {**IMAGES, "batch_size": 8, "grid_size": 3}),
-    "denoising-ae": (
-        "kinds.denoising_ae",
-        {**IMAGES, "batch_size": 8, "encoding_dim": 8, "samples": 2},
-    ),
-    "text-lm": (
-        "kinds.text_lm",
-        dict(
-            architecture="transformer",
-            epochs=2,
-            steps_per_epoch=2,
-            batch_size=4,
-            sequence_length=12,
-            vocab_size=200,
-            embed_dim=16,
-            latent_dim=32,
-            num_heads=2,
-            generate_length=6,
-            temperatures=[1.0],
-            seed=5,
-        ),
-    ),
-}
+MIXED = [case for case in RESUMABLE if case.resume and case.resume.mixed_precision is not None]
 
 
-def spec_of(kind: str, corpus: Path) -> Any:
-    module_name, values = KINDS[kind]
-    extra = {"corpus": str(corpus)} if kind == "text-lm" else {}
-    spec = importlib.import_module(module_name).Spec(**values, **extra)
-    return spec.model_copy(update={"mixed_precision": True, "deterministic": True})
+def parts_of(entry: Any, kind: type) -> list[Any]:
+    """The entry's attributes of `kind`, also those held in a dict attribute."""
+    found: dict[int, Any] = {}
+    for value in vars(entry).values():
+        for item in value.values() if isinstance(value, dict) else [value]:
+            if isinstance(item, kind):
+                found[id(item)] = item
+    return list(found.values())
 
 
-def run(kind: str, spec: Any, ctx: LocalContext) -> None:
-    importlib.import_module(KINDS[kind][0]).run(spec, ctx)
-
-
-def files(ctx: LocalContext) -> dict[str, bytes]:
-    return {
-        str(path.relative_to(ctx.output_dir)): path.read_bytes()
-        for path in sorted(ctx.output_dir.rglob("*"))
-        if path.is_file()
-    }
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("corpus"), files=1, lines=40)
-
-
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("case", MIXED, ids=str)
 def test_mixed_precision_trains_in_float16_and_resumes_exactly(
-    kind: str, corpus: Path, tmp_path: Path
+    case: KindCase, kind_runs: KindRuns, tmp_path: Path
 ) -> None:
     import keras
 
-    spec = spec_of(kind, corpus)
+    assert case.resume is not None and case.resume.mixed_precision is not None
+    changes = {**case.resume.mixed_precision, "mixed_precision": True, "deterministic": True}
+    spec = case.spec(kind_runs.inputs, **changes)
     cache = DictCache()
-    whole = LocalContext(tmp_path / "whole", cache=cache)
-    run(kind, spec, whole)
+    whole = case.run(spec, LocalContext(tmp_path / "whole", cache=cache))
     assert keras.config.dtype_policy().name == "float32"  # the process default is kept
     assert all(math.isfinite(v) for call in whole.progress_calls for v in call.metrics.values())
 
     [entry] = cache.entries.values()
-    models = [v for v in vars(entry).values() if isinstance(v, keras.Model)]
-    optimizers = [v for v in vars(entry).values() if isinstance(v, keras.optimizers.Optimizer)]
+    models = parts_of(entry, keras.Model)
+    optimizers = parts_of(entry, keras.optimizers.Optimizer)
     assert models and optimizers
     for model in models:
         compute = {layer.compute_dtype for layer in model.layers if layer.weights}
@@ -105,13 +67,9 @@ def test_mixed_precision_trains_in_float16_and_resumes_exactly(
         assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         assert float(optimizer.dynamic_scale.numpy()) > 1
 
-    first = LocalContext(tmp_path / "split", stop_at=3)
-    with pytest.raises(StopRequested):
-        run(kind, spec, first)
-    resumed = LocalContext(tmp_path / "split")  # a fresh cache: the scale comes from the checkpoint
-    run(kind, spec, resumed)
-    assert resumed.progress_calls[0].step == 4
-    assert files(resumed) == files(whole)
+    # A fresh cache for the resumed part: the scale comes from the checkpoint.
+    first, resumed = stop_and_resume(case, spec, tmp_path / "split", stop_at=3)
+    assert_resumed_run_matches(first, resumed, whole, stop_at=3)
 
     entry.start_job(spec)  # the next job on this worker starts from the initial scale
     assert all(float(o.dynamic_scale.numpy()) == o.initial_scale for o in optimizers)

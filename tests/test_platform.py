@@ -11,25 +11,13 @@ from pathlib import Path
 from core.celery_app import make_app
 from db import jobs
 from scheduler.client import JobView
-from tests.conftest import Stack
+from tests.fixtures.jobs import events_of, wait_running
+from tests.fixtures.stacks import Stack
 
 
 def summary(view: JobView) -> dict:
     [result] = [o for o in view.outputs if o.role == "result"]
     return json.loads(Path(result.path).read_text())
-
-
-def wait_running(stack: Stack, job_id: str, min_step: int = 1) -> JobView:
-    def running() -> bool:
-        view = stack.client.get(job_id)
-        return view.status == "running" and (view.step or 0) >= min_step
-
-    stack.wait_for(running, timeout=60, what=f"job {job_id} to reach step {min_step}")
-    return stack.client.get(job_id)
-
-
-def started_events(stack: Stack, job_id: str) -> list[dict]:
-    return [e for e in stack.client.events(job_id) if e["type"] == "started"]
 
 
 def test_job_runs_to_success_with_its_outputs(stack: Stack) -> None:
@@ -137,7 +125,7 @@ def test_same_job_delivered_twice_runs_once(stack: Stack) -> None:
     stack.wait(stack.submit("counter", steps=1, step_seconds=0))  # both deliveries drained
     stack.wait(stack.submit("counter", steps=1, step_seconds=0))
     assert view.status == "succeeded"
-    assert len(started_events(stack, job_id)) == 1
+    assert len(events_of(stack, job_id, "started")) == 1
     assert stack.client.get(job_id).attempts == 1
 
 
@@ -153,7 +141,7 @@ def test_killed_worker_process_job_resumes_elsewhere(stack: Stack) -> None:
     assert view.resumed_from_step == resumed
     assert summary(view)["total"] == sum(range(81))
     assert len([o for o in view.outputs if o.role == "result"]) == 1
-    assert started_events(stack, job_id)[1]["pid"] != running.worker_pid
+    assert events_of(stack, job_id, "started")[1]["pid"] != running.worker_pid
 
 
 def test_priority_decides_order_and_capacity_bounds_the_queue(stack: Stack) -> None:

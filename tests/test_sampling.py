@@ -1,15 +1,13 @@
 """The generation kinds, gan-sample and vae-sample: specs, latent helpers, and jobs on
 real workers reading the models of real training jobs (submitted while those still
-train, so they wait for them), plus the submit-time refusals."""
+train, so they wait for them), plus the submit-time refusals. Imports and bad specs:
+tests/test_kind_contract.py."""
 
 from __future__ import annotations
 
 import io
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +19,12 @@ from PIL import Image
 from kinds import gan_sample, vae_sample
 from kinds.sampling import gif_bytes, latent_grid, walk
 from scheduler.client import JobView
-from tests.conftest import REPO, Stack
+from tests.fixtures.data import write_image_folder
+from tests.fixtures.jobs import output_paths
+from tests.fixtures.stacks import REPO, Stack
 from tests.fixtures.trained import CGAN, DCGAN, training_jobs
 
 # --- specs and helpers (no TensorFlow) ---------------------------------------------------
-
-
-def test_importing_the_kinds_does_not_load_tensorflow() -> None:
-    modules = "vae, denoising_ae, cgan, gan_sample, vae_sample, training, sampling, datasets"
-    code = (
-        f"import sys\nfrom kinds import {modules}\n"
-        "loaded = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
-        "assert not loaded, loaded"
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True)
-    assert result.returncode == 0, result.stderr.decode()
 
 
 def test_queues_and_model_inputs() -> None:
@@ -45,54 +33,9 @@ def test_queues_and_model_inputs() -> None:
     assert vae_sample.MODEL_INPUTS == {"model": ("vae",)}
 
 
-@pytest.mark.parametrize(
-    "changes",
-    [
-        {"count": 0},
-        {"count": 1025},
-        {"labels": [10]},
-        {"labels": [-1]},
-        {"labels": []},
-        {"interpolate": 1},
-        {"columns": 0},
-        {"frame_ms": 0},
-        {"interpolation": "cubic"},
-        {"seed": -1},
-    ],
-)
-def test_gan_sample_spec_rejects(changes: dict[str, Any]) -> None:
-    with pytest.raises(pydantic.ValidationError):
-        gan_sample.Spec(model="abcd", **changes)
-
-
-@pytest.mark.parametrize(
-    ("changes", "message"),
-    [
-        ({"grid_size": 0}, "greater than 0"),
-        ({"grid_range": [1.0, -1.0]}, "low < high"),
-        ({"grid_dims": [1, 1]}, "two different"),
-        ({"frames": 1}, "greater than or equal to 2"),
-        ({"start": [0.0, 1.0], "end": [1.0, 0.0]}, "applies to mode 'walk' only"),
-        ({"mode": "walk", "start": [0.0, 1.0]}, "start and end go together"),
-        ({"mode": "concept"}, "needs with_labels"),
-        ({"mode": "concept", "with_labels": [10]}, "10 outside the dataset's classes 0..9"),
-        ({"mode": "concept", "with_labels": list(range(10))}, "leaves no class"),
-        ({"mode": "concept", "with_labels": [1], "without_labels": [1, 2]}, "share a class"),
-        ({"mode": "concept", "without_labels": [1]}, "needs with_labels"),
-        ({"mode": "concept", "with_images": "glyphs", "without_images": "x"}, "dataset name"),
-        ({"mode": "concept", "count": 0, "with_labels": [1]}, "greater than 0"),
-        ({"mode": "concept", "strengths": [], "with_labels": [1]}, "at least 1"),
-    ],
-)
-def test_vae_sample_spec_rejects(changes: dict[str, Any], message: str) -> None:
-    with pytest.raises(pydantic.ValidationError, match=message):
-        vae_sample.Spec.model_validate_json(json.dumps({"model": "abcd", **changes}))
-
-
 def test_vae_sample_concept_from_folders_needs_both(tmp_path: Path) -> None:
     for name in ("smiling", "neutral"):
-        (tmp_path / name).mkdir()
-        Image.new("RGB", (8, 8)).save(tmp_path / name / "a.png")
+        write_image_folder(tmp_path / name, 1, (8, 8))
     spec = vae_sample.Spec(
         model="abcd",
         mode="concept",
@@ -163,10 +106,6 @@ def sampled(embedded_stack: Stack) -> dict[str, JobView]:
     return {name: stack.wait(job_id, timeout=300) for name, job_id in jobs.items()}
 
 
-def files(view: JobView, role: str) -> dict[str, Path]:
-    return {o.name: Path(o.path) for o in view.outputs if o.role == role}
-
-
 def check_png(path: Path, size: tuple[int, int], mode: str = "L") -> None:
     with Image.open(path) as image:
         assert (image.format, image.mode, image.size) == ("PNG", mode, size), path
@@ -174,7 +113,7 @@ def check_png(path: Path, size: tuple[int, int], mode: str = "L") -> None:
 
 
 def check_walk(view: JobView, frames: int, side: int) -> None:
-    walk_files = files(view, "walk")
+    walk_files = output_paths(view, "walk")
     assert sorted(walk_files) == [f"frame_{i:04d}.png" for i in range(frames)] + ["walk.gif"]
     for index in range(frames):
         check_png(walk_files[f"frame_{index:04d}.png"], (side, side))
@@ -188,13 +127,13 @@ def test_gan_sample_from_a_cgan(embedded_stack: Stack, sampled: dict[str, JobVie
     cgan = embedded_stack.client.get(training_jobs(embedded_stack)["cgan"])
     assert view.started_at >= cgan.finished_at  # it waited (implicitly) for its model
     side, count = CGAN["image_size"], GAN_FROM_CGAN["count"]
-    images = files(view, "image")
+    images = output_paths(view, "image")
     assert sorted(images) == [f"sample_{i:04d}.png" for i in range(count)]
     for path in images.values():
         check_png(path, (side, side))
     # One column per label, the labels repeated down the rows.
     rows = math.ceil(count / 2)
-    check_png(files(view, "grid")["grid.png"], (2 * (side + 2) + 2, rows * (side + 2) + 2))
+    check_png(output_paths(view, "grid")["grid.png"], (2 * (side + 2) + 2, rows * (side + 2) + 2))
     check_walk(view, GAN_FROM_CGAN["interpolate"], side)
 
 
@@ -202,11 +141,11 @@ def test_gan_sample_from_a_dcgan(sampled: dict[str, JobView]) -> None:
     view = sampled["dcgan"]
     assert view.status == "succeeded", view.error_message
     side = DCGAN["image_size"]
-    images = files(view, "image")
+    images = output_paths(view, "image")
     assert len(images) == GAN_FROM_DCGAN["count"]
     for path in images.values():
         check_png(path, (side, side))
-    check_png(files(view, "grid")["grid.png"], (3 * (side + 2) + 2, 2 * (side + 2) + 2))
+    check_png(output_paths(view, "grid")["grid.png"], (3 * (side + 2) + 2, 2 * (side + 2) + 2))
     check_walk(view, GAN_FROM_DCGAN["interpolate"], side)
 
 
@@ -223,8 +162,8 @@ def test_model_named_by_its_output_id(embedded_stack: Stack, sampled: dict[str, 
     view = stack.wait(job_id.strip())
     assert view.status == "succeeded", view.error_message
     assert view.spec["model"] == dcgan.id
-    assert files(view, "image")["sample_0000.png"].read_bytes() == (
-        files(sampled["dcgan"], "image")["sample_0000.png"].read_bytes()
+    assert output_paths(view, "image")["sample_0000.png"].read_bytes() == (
+        output_paths(sampled["dcgan"], "image")["sample_0000.png"].read_bytes()
     )
     refused = stack.cli("submit", "gan-sample", "--set", f"model={grid.id}")
     assert refused.returncode == 2
@@ -243,7 +182,7 @@ def test_vae_sample_grid(sampled: dict[str, JobView]) -> None:
     view = sampled["vae-grid"]
     assert view.status == "succeeded", view.error_message
     side = VAE_GRID["grid_size"] * 28
-    check_png(files(view, "grid")["latent_grid.png"], (side, side))
+    check_png(output_paths(view, "grid")["latent_grid.png"], (side, side))
 
 
 def test_vae_sample_walk(sampled: dict[str, JobView]) -> None:
@@ -256,8 +195,8 @@ def test_vae_sample_concept_vector(sampled: dict[str, JobView]) -> None:
     view = sampled["vae-concept"]
     assert view.status == "succeeded", view.error_message
     columns, rows = len(VAE_CONCEPT["strengths"]), VAE_CONCEPT["count"]
-    check_png(files(view, "grid")["concept.png"], (columns * 30 + 2, rows * 30 + 2))
-    summary = json.loads(files(view, "concept")["vector.json"].read_text())
+    check_png(output_paths(view, "grid")["concept.png"], (columns * 30 + 2, rows * 30 + 2))
+    summary = json.loads(output_paths(view, "concept")["vector.json"].read_text())
     assert len(summary["vector"]) == 2 and summary["norm"] > 0
     assert summary["with_images"] > 0 and summary["without_images"] > summary["with_images"]
     assert summary["with_images"] + summary["without_images"] == VAE_CONCEPT["dataset_size"]

@@ -17,7 +17,7 @@ from db.migrate import HEAD_REVISION, MIGRATIONS, current_revision, ensure_curre
 from db.models import Job, JobStatus, StopRequest, utcnow
 from kinds.contract import Checkpoint
 from scheduler.capacity import free_slots
-from tests.conftest import postgres_database
+from tests.fixtures.stacks import postgres_database
 from worker.checkpoints import CheckpointStore
 
 

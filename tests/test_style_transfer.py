@@ -1,5 +1,9 @@
-"""The style-transfer kind: spec checks, the fast path against the reference computation,
-resume and warm cache in-process (LocalContext), then end to end through real workers."""
+"""The style-transfer kind: spec and input checks, the fast path against the reference
+computation, L-BFGS, the cache's limits and weights files in process (LocalContext), then
+end to end through real workers (outputs, a warm worker, bad input). Resume, crash, warm
+cache, non-finite loss, a worker killed mid-job, imports and bad specs:
+tests/test_kind_contract.py and tests/test_kill_resume.py (the case "style-transfer" of
+tests/fixtures/kind_cases.py)."""
 
 from __future__ import annotations
 
@@ -7,105 +11,45 @@ import io
 import itertools
 import math
 import os
-import signal
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydantic
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from kinds.contract import JobError
 from kinds.style_transfer import DEFAULT_QUEUE, INPUT_FILES, STYLE_LAYERS, Spec, run
-from tests.conftest import Stack
-from tests.fixtures.local_context import DictCache, LocalContext, SimulatedCrash, StopRequested
+from tests.fixtures.data import make_bad_images
+from tests.fixtures.jobs import assert_refused_at_submit
+from tests.fixtures.kind_cases import CASES, KindRuns, output_files
+from tests.fixtures.local_context import DictCache, LocalContext, StopRequested
+from tests.fixtures.stacks import Stack
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Keras 3.15 calls np.array(tensor) in get_weights/save, which numpy 2.4 flags.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-REPO = Path(__file__).resolve().parent.parent
 
+CASE = CASES["style-transfer"]
 HEIGHT, WIDTH = 32, 45  # the 40x56 content image at height 32: round(56 * 32 / 40)
 ITERATIONS = 6
 
 
-def make_content(path: Path) -> Path:
-    """A 56x40 picture: a gradient sky, a dark hill and a bright disc."""
-    image = Image.new("RGB", (56, 40))
-    draw = ImageDraw.Draw(image)
-    for row in range(40):
-        draw.line([(0, row), (55, row)], fill=(60 + 4 * row, 90 + 3 * row, 200 - 2 * row))
-    draw.ellipse([6, 4, 22, 20], fill=(250, 220, 90))
-    draw.polygon([(0, 39), (20, 18), (38, 30), (55, 22), (55, 39)], fill=(30, 80, 40))
-    image.save(path)
-    return path
-
-
-def make_style(path: Path) -> Path:
-    """A 48x48 pattern of coloured stripes (another size than the content)."""
-    rows, columns = np.mgrid[0:48, 0:48]
-    pixels = np.stack(
-        [np.sin(columns / 2.0), np.sin((rows + columns) / 3.0), np.cos(rows / 4.0)], axis=-1
-    )
-    Image.fromarray(np.uint8((pixels + 1) * 127.5)).save(path)
-    return path
-
-
-def make_bad_images(folder: Path) -> dict[str, tuple[Path, str]]:
-    """Files to refuse at submit: name -> (path, part of the expected one-line error)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    text = folder / "notes.png"
-    text.write_text("not a picture")
-    good = io.BytesIO()
-    Image.new("RGB", (20, 20), (10, 200, 30)).save(good, format="PNG")
-    data = bytearray(good.getvalue())
-    data[-20] ^= 0xFF  # inside the image data: the chunk checksum no longer matches
-    corrupt = folder / "corrupt.png"
-    corrupt.write_bytes(bytes(data))
-    bomb = folder / "bomb.png"
-    Image.new("1", (10_000, 10_000)).save(bomb)  # 100 megapixels in 12 kB
-    large = folder / "large.png"
-    Image.new("1", (7_000, 6_000)).save(large)  # 42 megapixels
-    return {
-        "text": (text, "not an image file Pillow can read"),
-        "corrupt": (corrupt, "corrupt or unreadable image"),
-        "bomb": (bomb, "decompression bomb"),
-        "large": (large, "over the 40000000-pixel limit"),
-    }
-
-
 @pytest.fixture(scope="module")
-def pictures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    folder = tmp_path_factory.mktemp("pictures")
-    return {
-        "content": str(make_content(folder / "content.png")),
-        "style": str(make_style(folder / "style.png")),
-    }
+def pictures(kind_runs: KindRuns) -> dict[str, str]:
+    return {"content": str(kind_runs.inputs.content), "style": str(kind_runs.inputs.style)}
 
 
 def tiny(pictures: dict[str, str], **changes: Any) -> Spec:
-    values = dict(
-        height=HEIGHT,
-        iterations=ITERATIONS,
-        snapshot_every=3,
-        backbone_weights="none",
-        deterministic=True,
-        seed=2,
-    )
-    return Spec(**{**pictures, **values, **changes})
+    return Spec(**{**CASE.values, **pictures, **changes})
 
 
 @pytest.fixture(scope="module")
-def reference(pictures: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> LocalContext:
-    """An uninterrupted cold run of the tiny spec. Its cache is then the warm cache of the
-    tests that are not about cold starts."""
-    ctx = LocalContext(tmp_path_factory.mktemp("reference"), cache=DictCache())
-    run(tiny(pictures), ctx)
-    return ctx
+def reference(kind_runs: KindRuns) -> LocalContext:
+    """An uninterrupted cold run of the tiny spec (shared with the contract tests). Its
+    cache is then the warm cache of the tests that are not about cold starts."""
+    return kind_runs.reference(CASE)
 
 
 @pytest.fixture
@@ -122,17 +66,6 @@ def vgg19_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "vgg19_random.weights.h5"
     keras.applications.VGG19(include_top=False, weights=None).save_weights(path)
     return path
-
-
-def final_bytes(ctx: LocalContext) -> bytes:
-    return (ctx.output_dir / "image" / "final.png").read_bytes()
-
-
-def image_outputs(ctx: LocalContext) -> dict[str, bytes]:
-    return {
-        f"{path.parent.name}/{path.name}": path.read_bytes()
-        for path in sorted(ctx.output_dir.glob("*/*.png"))
-    }
 
 
 def losses(ctx: LocalContext) -> list[float]:
@@ -164,34 +97,6 @@ def test_defaults_follow_the_reference(pictures: dict[str, str]) -> None:
     assert Path(spec.content).is_absolute()
 
 
-@pytest.mark.parametrize(
-    ("changes", "message"),
-    [
-        ({"height": 0}, "greater than 0"),
-        ({"height": 8}, "its height must be from 16 to 4096"),
-        ({"height": 4000}, "its width must be from 16 to 4096"),  # 5600 wide
-        ({"iterations": 0}, "greater than 0"),
-        ({"iterations": -5}, "greater than 0"),
-        ({"snapshot_every": 0}, "greater than 0"),
-        ({"checkpoint_every": 0}, "greater than 0"),
-        ({"learning_rate": 0.0}, "greater than 0"),
-        ({"style_weight": -1.0}, "greater than or equal to 0"),
-        ({"decay_rate": 1.5}, "less than or equal to 1"),
-        ({"optimizer": "adam"}, "'sgd' or 'lbfgs'"),
-        ({"content_layer": "block6_conv1"}, "unknown content_layer 'block6_conv1' for vgg19"),
-        ({"style_layers": ("block1_conv1", "conv2d_3")}, "unknown style layer 'conv2d_3'"),
-        ({"style_layers": ()}, "at least 1 item"),
-        ({"style_layers": ("block1_conv1", "block1_conv1")}, "lists a layer twice"),
-        ({"backbone_weights": "weights.txt"}, "a Keras weights file"),
-        ({"backbone_weights": "/no/such/vgg19.weights.h5"}, "does not exist"),
-        ({"colour": "red"}, "Extra inputs are not permitted"),
-    ],
-)
-def test_spec_rejects(pictures: dict[str, str], changes: dict[str, Any], message: str) -> None:
-    with pytest.raises(pydantic.ValidationError, match=message):
-        tiny(pictures, **changes)
-
-
 def test_bad_image_files_are_refused(pictures: dict[str, str], tmp_path: Path) -> None:
     for field in ("content", "style"):
         for path, message in make_bad_images(tmp_path).values():
@@ -199,17 +104,6 @@ def test_bad_image_files_are_refused(pictures: dict[str, str], tmp_path: Path) -
                 tiny(pictures, **{field: str(path)})
     with pytest.raises(pydantic.ValidationError, match="cannot read the file"):
         tiny(pictures, content=str(tmp_path / "missing.png"))
-
-
-def test_importing_the_kinds_does_not_load_tensorflow() -> None:
-    code = (
-        "import sys, kinds.style_transfer, kinds.deepdream, kinds.backbones\n"
-        "loaded = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
-        "assert not loaded, loaded"
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True)
-    assert result.returncode == 0, result.stderr.decode()
 
 
 def test_static_vgg19_layer_table_matches_keras(cache: DictCache) -> None:
@@ -248,7 +142,7 @@ def test_image_helpers_match_keras(pictures: dict[str, str]) -> None:
 
 
 def test_run_writes_snapshots_final_image_and_loss(reference: LocalContext) -> None:
-    outputs = image_outputs(reference)
+    outputs = output_files(reference)
     assert sorted(outputs) == [
         "image/final.png",
         "snapshot/iteration_00003.png",
@@ -308,66 +202,6 @@ def test_fast_path_equals_the_reference_computation(
         np.testing.assert_allclose(fast_grads, slow_grads, rtol=0, atol=1e-4 * scale)
 
 
-@pytest.mark.parametrize("stop_at", [3, 4])  # at a snapshot, between snapshots
-def test_stopped_and_resumed_run_gives_identical_bytes(
-    pictures: dict[str, str],
-    reference: LocalContext,
-    cache: DictCache,
-    tmp_path: Path,
-    stop_at: int,
-) -> None:
-    first = LocalContext(tmp_path, cache=cache, stop_at=stop_at)
-    with pytest.raises(StopRequested):
-        run(tiny(pictures), first)
-    assert first.saved_steps == [stop_at] and ("image", "final.png") not in first.outputs
-    resumed = LocalContext(tmp_path, cache=cache)
-    run(tiny(pictures), resumed)
-    assert resumed.progress_calls[0].step == stop_at + 1
-    assert losses(first) + losses(resumed) == losses(reference)
-    assert image_outputs(resumed) == image_outputs(reference)
-
-
-def test_crashed_run_resumes_from_its_last_checkpoint(
-    pictures: dict[str, str], reference: LocalContext, cache: DictCache, tmp_path: Path
-) -> None:
-    crashed = LocalContext(tmp_path, cache=cache, checkpoint_every=2, crash_at=5)
-    with pytest.raises(SimulatedCrash):
-        run(tiny(pictures, checkpoint_every=2), crashed)
-    assert crashed.saved_steps == [2, 4]
-    resumed = LocalContext(tmp_path, cache=cache, checkpoint_every=2)
-    run(tiny(pictures, checkpoint_every=2), resumed)
-    assert [call.step for call in resumed.progress_calls] == [5, 6]
-    assert final_bytes(resumed) == final_bytes(reference)
-
-
-def test_warm_job_reuses_model_and_trace(
-    pictures: dict[str, str], reference: LocalContext, tmp_path: Path
-) -> None:
-    """More jobs on the reference run's cache: one with other hyperparameters and seed,
-    then the reference spec again, which must compute exactly what the cold run did."""
-    from kinds import backbones
-    from kinds.style_transfer.render import model_key
-
-    cache = reference.cache
-    other = tiny(pictures, seed=9, learning_rate=10.0, style_weight=1e-3, deterministic=False)
-    run(other, LocalContext(tmp_path / "other", cache=cache))
-    warm = LocalContext(tmp_path / "warm", cache=cache)
-    run(tiny(pictures), warm)
-
-    spec = tiny(pictures)
-    extractor = cache.entries[
-        backbones.cache_key(backbones.VGG19, spec.backbone_weights, spec.layers)
-    ]
-    key = model_key(spec, extractor)
-    assert cache.builds[key] == 1 and set(cache.builds.values()) == {1}
-    model = cache.entries[key]
-    assert model.jobs >= 3
-    counts = model.tracing_counts
-    assert (counts["set_targets"], counts["sgd_step"]) == (1, 1)
-    assert losses(warm) == losses(reference)
-    assert image_outputs(warm) == image_outputs(reference)
-
-
 def test_a_full_cache_drops_entries_and_rebuilds_them_exactly(
     pictures: dict[str, str], reference: LocalContext, tmp_path: Path
 ) -> None:
@@ -381,7 +215,7 @@ def test_a_full_cache_drops_entries_and_rebuilds_them_exactly(
         run(tiny(pictures), ctx)
     assert (sum(cache.builds.values()), cache.evictions, len(cache.keys())) == (4, 3, 1)
     for ctx in runs:
-        assert image_outputs(ctx) == image_outputs(reference)
+        assert output_files(ctx) == output_files(reference)
 
 
 def test_lbfgs_lowers_the_loss_faster_and_resumes_exactly(
@@ -402,7 +236,7 @@ def test_lbfgs_lowers_the_loss_faster_and_resumes_exactly(
     resumed = LocalContext(tmp_path / "split", cache=cache)
     run(spec, resumed)
     assert losses(first) + losses(resumed) == values
-    assert image_outputs(resumed) == image_outputs(whole)
+    assert output_files(resumed) == output_files(whole)
 
 
 def test_lbfgs_minimises_a_quadratic() -> None:
@@ -424,13 +258,6 @@ def test_lbfgs_minimises_a_quadratic() -> None:
     copy = LbfgsState.from_checkpoint(state.arrays(), state.meta())
     assert copy.arrays().keys() == state.arrays().keys()
     assert all(np.array_equal(copy.arrays()[k], state.arrays()[k]) for k in state.arrays())
-
-
-def test_non_finite_loss_fails_the_job(pictures: dict[str, str], cache: DictCache, tmp_path: Path):
-    with pytest.raises(JobError) as error:
-        run(tiny(pictures, learning_rate=1e30), LocalContext(tmp_path, cache=cache))
-    assert error.value.code == "nan_loss" and "\n" not in error.value.message
-    assert "iteration 2" in error.value.message
 
 
 def test_checkpoint_of_another_optimizer_is_refused(
@@ -527,59 +354,14 @@ def test_end_to_end_outputs_and_warm_worker_cache(
     assert warm == 1
 
 
-def test_killed_worker_resumes_and_gives_the_uninterrupted_bytes(
-    embedded_stack: Stack, pictures: dict[str, str], reference: LocalContext, tmp_path: Path
-) -> None:
-    values = {
-        **pictures,
-        "height": HEIGHT,
-        "iterations": 24,
-        "snapshot_every": 12,
-        "checkpoint_every": 4,
-        "backbone_weights": "none",
-        "deterministic": True,
-    }
-    job_id = embedded_stack.client.submit("style-transfer", values)
-
-    def reached_step_8() -> bool:
-        view = embedded_stack.client.get(job_id)
-        return view.status == "running" and (view.step or 0) >= 8
-
-    embedded_stack.wait_for(reached_step_8, timeout=90, what="the job to reach step 8")
-    running = embedded_stack.client.get(job_id)
-    os.kill(running.worker_pid, signal.SIGKILL)
-    view = embedded_stack.wait(job_id, timeout=120)
-    assert view.status == "succeeded", view.error_message
-    assert view.attempts == 2 and view.resumed_from_step is not None
-    assert view.resumed_from_step >= 8 and view.resumed_from_step % 4 == 0
-    [final] = [o for o in view.outputs if o.role == "image"]
-    assert decoded(final.path).size == (WIDTH, HEIGHT)
-
-    uninterrupted = LocalContext(tmp_path, cache=reference.cache)
-    run(Spec(**values), uninterrupted)
-    assert Path(final.path).read_bytes() == final_bytes(uninterrupted)
-
-
 def test_bad_input_is_refused_at_submit(
     embedded_stack: Stack, pictures: dict[str, str], tmp_path: Path
 ) -> None:
-    before = len(embedded_stack.client.list(limit=1000))
     bad = make_bad_images(tmp_path)
-    style = f"style={pictures['style']}"
-    content = f"content={pictures['content']}"
-    kind = "style-transfer"
-    cases = [
-        ([kind, "--set", f"content={bad['text'][0]}", "--set", style], bad["text"][1]),
-        ([kind, "--set", content, "--set", f"style={bad['bomb'][0]}"], bad["bomb"][1]),
-        (
-            [kind, "--set", content, "--set", style, "--set", 'style_layers=["block9_conv1"]'],
-            "block9",
-        ),
-    ]
-    with ThreadPoolExecutor() as pool:  # one CLI process per case, side by side
-        results = list(pool.map(lambda c: embedded_stack.cli("submit", *c[0]), cases))
-    for (args, expected), result in zip(cases, results, strict=True):
-        assert result.returncode == 2, (args, result.stderr)
-        assert expected in result.stderr, (args, result.stderr)
-        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert len(embedded_stack.client.list(limit=1000)) == before
+    style, content = f"style={pictures['style']}", f"content={pictures['content']}"
+    cases = {
+        (f"content={bad['text'][0]}", style): bad["text"][1],
+        (content, f"style={bad['bomb'][0]}"): bad["bomb"][1],
+        (content, style, 'style_layers=["block9_conv1"]'): "block9",
+    }
+    assert_refused_at_submit(embedded_stack, "style-transfer", cases)

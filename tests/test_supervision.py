@@ -12,16 +12,14 @@ import pytest
 import redis
 
 from core.broker import redis_client
-from tests.conftest import Stack, make_stack
+from tests.fixtures.jobs import running_stack
+from tests.fixtures.stacks import Stack
 
 
 @pytest.fixture(scope="module")
 def lone_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running, cleanup = make_stack("embedded", tmp_path_factory.mktemp("supervised"), workers=1)
-    running.start()
-    yield running
-    running.stop()
-    cleanup()
+    with running_stack("embedded", tmp_path_factory.mktemp("supervised"), workers=1) as running:
+        yield running
 
 
 def child_pids(parent: int) -> list[int]:

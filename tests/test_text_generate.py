@@ -1,25 +1,25 @@
 """The text-generate kind: the compiled sampler against a plain step-by-step sampler,
-and generation jobs through a real worker from the text-lm models that
-tests/test_text_lm.py trains (shared: each model is trained once per session)."""
+and generation jobs through a real worker from the text-lm models of
+tests/fixtures/trained.py (shared with tests/test_text_lm.py: each model is trained once
+per session). Imports and bad specs: tests/test_kind_contract.py."""
 
 from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydantic
 import pytest
 
 from core.settings import load_settings
 from db import jobs
 from kinds.text_generate import DEFAULT_QUEUE, MODEL_INPUTS, Spec
 from scheduler.specs import SpecError, validate_spec
-from tests.conftest import Stack
-from tests.test_text_lm import SPECS, files_of, finished, shared_corpus, text_stack, trained_job
+from tests.fixtures.jobs import Stacks, assert_refused_at_submit, finished, output_bytes
+from tests.fixtures.stacks import Stack
+from tests.fixtures.trained import TEXT_SPECS, shared_corpus, text_stack, trained_job
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -35,25 +35,6 @@ def test_spec_defaults_and_model_reference(tmp_path: Path) -> None:
     assert (DEFAULT_QUEUE, MODEL_INPUTS) == ("cpu", {"model": ("text-lm",)})
     assert (spec.prompt, spec.length, spec.seed) == (None, 50, 0)
     assert spec.temperatures == [0.2, 0.5, 0.7, 1.0, 1.5]
-
-
-@pytest.mark.parametrize(
-    ("changes", "message"),
-    [
-        ({"temperatures": [1.0, 0.0]}, "greater than 0"),
-        ({"temperatures": [-0.5]}, "greater than 0"),
-        ({"temperatures": []}, "at least 1 item"),
-        ({"length": 0}, "greater than 0"),
-        ({"length": -5}, "greater than 0"),
-        ({"prompt": ""}, "at least 1 character"),
-        ({"seed": -1}, "greater than or equal to 0"),
-        ({"model": ""}, "at least 1 character"),
-        ({"tokens": 5}, "Extra inputs"),
-    ],
-)
-def test_spec_rejects(changes: dict[str, Any], message: str) -> None:
-    with pytest.raises(pydantic.ValidationError, match=message):
-        Spec.model_validate_json(json.dumps({"model": "abcd1234", **changes}))
 
 
 # --- the compiled sampler -------------------------------------------------------------------
@@ -123,13 +104,13 @@ def test_sampler_is_compiled_once_and_reproducible(models: dict[str, Any]) -> No
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Stack:
-    return text_stack(tmp_path_factory, request)
+def stack(stacks: Stacks) -> Stack:
+    return text_stack(stacks)
 
 
 @pytest.fixture(scope="module")
 def trained(stack: Stack) -> dict[str, str]:
-    """Both text-lm models (trained by test_text_lm.py's tests when they ran first)."""
+    """Both text-lm models (submitted by test_text_lm.py's tests when they ran first)."""
     ids = {name: trained_job(stack, name) for name in ("transformer", "lstm")}
     for job_id in ids.values():
         finished(stack, job_id)
@@ -138,7 +119,7 @@ def trained(stack: Stack) -> dict[str, str]:
 
 def continuations(view: Any) -> dict[str, Any]:
     assert view.status == "succeeded", (view.error_code, view.error_message)
-    files = files_of(view, "text")
+    files = output_bytes(view, "text")
     assert sorted(files) == ["continuations.json", "continuations.txt"]
     return json.loads(files["continuations.json"])
 
@@ -163,7 +144,7 @@ def test_generate_from_both_models(stack: Stack, trained: dict[str, str]) -> Non
         "chars": stack.submit("text-generate", model=trained["lstm"], length=80, prompt="the "),
     }
     views = {name: stack.wait(job_id, timeout=120) for name, job_id in submitted.items()}
-    models = {name: files_of(stack.client.get(job), "model") for name, job in trained.items()}
+    models = {name: output_bytes(stack.client.get(job), "model") for name, job in trained.items()}
     vocabulary = json.loads(models["transformer"]["vocabulary.json"])["tokens"]
 
     words = continuations(views["words"])
@@ -174,10 +155,10 @@ def test_generate_from_both_models(stack: Stack, trained: dict[str, str]) -> Non
         assert len(continuation["tokens"]) == 30  # past the model's 15-token window
         assert set(continuation["tokens"]) <= set(vocabulary) - {""}
         assert continuation["text"] == " ".join(continuation["tokens"])
-    text = files_of(views["words"], "text")["continuations.txt"].decode()
+    text = output_bytes(views["words"], "text")["continuations.txt"].decode()
     assert text.count("\n--- temperature ") == 3 and "\nthis movie " in text
 
-    assert files_of(views["again"], "text") == files_of(views["words"], "text")
+    assert output_bytes(views["again"], "text") == output_bytes(views["words"], "text")
     seeded = continuations(views["seed"])
     assert seeded["prompt"] == "The director was" and seeded["model"] == trained["transformer"]
     assert seeded["continuations"] != words["continuations"]
@@ -195,13 +176,15 @@ def test_bad_input_is_refused_at_submit(stack: Stack, trained: dict[str, str]) -
     with stack.client.sessions.begin() as session:  # a job of another kind, never run
         other = jobs.create_job(session, kind="counter", spec={}, queue="nowhere").id
     broken = stack.submit(
-        "text-lm", corpus=str(shared_corpus(stack)), **{**SPECS["transformer"], "batch_size": 10**6}
+        "text-lm",
+        corpus=str(shared_corpus(stack)),
+        **{**TEXT_SPECS["transformer"], "batch_size": 10**6},
     )
     failed = stack.wait(broken, timeout=120)
     assert (failed.status, failed.error_code) == ("failed", "corpus_too_small")
 
     model = trained["transformer"]
-    cases = {  # more cases in test_spec_rejects and below, without the CLI
+    cases = {  # more cases in tests/test_kind_contract.py and below, without the CLI
         (f"model={model[:6]}", "prompt=zebra quokka!"): (
             f"text-generate: field 'prompt': no word of the prompt is in the vocabulary of job "
             f'{model} (got "zebra quokka!")'
@@ -210,19 +193,8 @@ def test_bad_input_is_refused_at_submit(stack: Stack, trained: dict[str, str]) -
         (f"model={other}",): f"job {other} is a counter job, expected text-lm",
         (f"model={broken}",): f"text-generate: field 'model': job {broken} failed",
     }
+    assert_refused_at_submit(stack, "text-generate", cases)
     before = len(stack.client.list(limit=1000))
-
-    def submit(sets: tuple[str, ...]) -> Any:
-        return stack.cli("submit", "text-generate", *(a for s in sets for a in ("--set", s)))
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        results = dict(zip(cases, pool.map(submit, cases), strict=True))
-    for sets, expected in cases.items():
-        result = results[sets]
-        assert result.returncode == 2, (sets, result.stdout, result.stderr)
-        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-        assert expected in result.stderr, (sets, result.stderr)
-    assert len(stack.client.list(limit=1000)) == before
 
     # The Python client checks the same way, in its settings' outputs.
     refused = {
@@ -241,7 +213,7 @@ def test_unknown_prompt_fails_at_run_time_when_the_model_was_not_ready(
 ) -> None:
     """Submitted before its model has a vocabulary, the job waits for the model and then
     fails with a clear code instead of being retried."""
-    spec = {**SPECS["transformer"], "epochs": 1, "steps_per_epoch": 2, "seed": 9}
+    spec = {**TEXT_SPECS["transformer"], "epochs": 1, "steps_per_epoch": 2, "seed": 9}
     model = stack.submit("text-lm", corpus=str(shared_corpus(stack)), **spec)
     job_id = stack.submit("text-generate", model=model, prompt="zebra", length=5)
     view = stack.wait(job_id, timeout=120)
@@ -260,6 +232,6 @@ def test_model_files_load_with_plain_keras(trained: dict[str, str], stack: Stack
     view = stack.client.get(trained["transformer"])
     path = next(Path(o.path) for o in view.outputs if o.name == "model.keras")
     model = keras.models.load_model(path)
-    tokens = json.loads(files_of(view, "model")["vocabulary.json"])["tokens"]
+    tokens = json.loads(output_bytes(view, "model")["vocabulary.json"])["tokens"]
     logits = model(np.array([[2, 3, 4]], np.int32))
     assert tuple(logits.shape) == (1, 3, len(tokens))

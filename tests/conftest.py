@@ -14,6 +14,12 @@ from tests.fixtures.kind_cases import KindCase, KindRuns
 from tests.fixtures.stacks import TEST_KINDS, Stack
 
 os.environ["ATELIER_EXTRA_KINDS"] = TEST_KINDS  # the client in this process validates them too
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow in this process: no info lines
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Keras 3.15 calls np.array(tensor) in get_weights/save, which numpy 2.4 flags.
+    config.addinivalue_line("filterwarnings", "ignore:__array__ implementation:DeprecationWarning")
 
 
 # Test modules that share session fixtures (trained models) run in one xdist process.

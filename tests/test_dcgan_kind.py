@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,6 @@ from kinds.dcgan import DEFAULT_QUEUE, Spec, run
 from tests.fixtures.data import write_image_folder
 from tests.fixtures.kind_cases import CASES, KindRuns, output_files
 from tests.fixtures.local_context import LocalContext, StopRequested
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Keras 3.15 calls np.array(tensor) in get_weights/save, which numpy 2.4 flags.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 CASE = CASES["dcgan"]
 TINY = CASE.values

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import itertools
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +24,6 @@ from tests.fixtures.jobs import assert_refused_at_submit
 from tests.fixtures.kind_cases import CASES, KindRuns, output_files
 from tests.fixtures.local_context import DictCache, LocalContext
 from tests.fixtures.stacks import Stack
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 CASE = CASES["deepdream"]
 HEIGHT, WIDTH = 130, 140  # tests.fixtures.data.make_picture's

@@ -4,19 +4,13 @@ non-finite loss, imports and bad specs: tests/test_kind_contract.py."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
-import pytest
 from PIL import Image
 
 from kinds.denoising_ae import DEFAULT_QUEUE, Spec
 from tests.fixtures.jobs import events_of, finished, output_paths
 from tests.fixtures.stacks import Stack
 from tests.fixtures.trained import DENOISING_AE, training_jobs
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
 def test_defaults_follow_the_reference() -> None:

@@ -9,7 +9,6 @@ Float16 convolutions are slow on CPUs, so the sizes are the smallest each kind a
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,6 @@ from tests.fixtures.kind_cases import (
     stop_and_resume,
 )
 from tests.fixtures.local_context import DictCache, LocalContext
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 MIXED = [case for case in RESUMABLE if case.resume and case.resume.mixed_precision is not None]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import itertools
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,6 @@ from tests.fixtures.jobs import assert_refused_at_submit
 from tests.fixtures.kind_cases import CASES, KindRuns, output_files
 from tests.fixtures.local_context import DictCache, LocalContext, StopRequested
 from tests.fixtures.stacks import Stack
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Keras 3.15 calls np.array(tensor) in get_weights/save, which numpy 2.4 flags.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 CASE = CASES["style-transfer"]
 HEIGHT, WIDTH = 32, 45  # the 40x56 content image at height 32: round(56 * 32 / 40)

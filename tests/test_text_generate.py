@@ -6,7 +6,6 @@ per session). Imports and bad specs: tests/test_kind_contract.py."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,6 @@ from scheduler.specs import SpecError, validate_spec
 from tests.fixtures.jobs import Stacks, assert_refused_at_submit, finished, output_bytes
 from tests.fixtures.stacks import Stack
 from tests.fixtures.trained import TEXT_SPECS, shared_corpus, text_stack, trained_job
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 # --- spec ----------------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,10 +30,6 @@ from tests.fixtures.kind_cases import CASES, KindRuns, output_files
 from tests.fixtures.local_context import DictCache, LocalContext, StopRequested
 from tests.fixtures.stacks import Stack
 from tests.fixtures.trained import text_stack, trained_job
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Keras 3.15 calls np.array(tensor) in get_weights/save, which numpy 2.4 flags.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 CASE = CASES["text-lm-transformer"]
 

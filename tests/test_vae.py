@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 
 import numpy as np
 import pytest
@@ -20,10 +19,6 @@ from tests.fixtures.kind_cases import CASES, KindRuns, output_files
 from tests.fixtures.local_context import LocalContext
 from tests.fixtures.stacks import Stack
 from tests.fixtures.trained import VAE, training_jobs
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Keras 3.15 calls np.array(tensor) in get_weights/save, which numpy 2.4 flags.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 TOTAL_STEPS = 8  # 64 images / 16 per batch, 2 epochs
 METRICS = ("total_loss", "reconstruction_loss", "kl_loss")

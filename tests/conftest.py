@@ -30,6 +30,8 @@ SHARED_FIXTURE_GROUPS = {
     "test_denoising_ae": "trained-images",
     "test_text_lm": "trained-text",
     "test_text_generate": "trained-text",
+    "test_dcgan_e2e": "stacks",  # both use the session's `stack` of each backend
+    "test_kill_resume": "stacks",
 }
 
 

@@ -1,8 +1,8 @@
 """The kind contract, for every case of tests/fixtures/kind_cases.py, in process through
 LocalContext (the worker's checkpoint store, no database or Celery):
 
-- a run stopped at an epoch's end or in the middle of one and resumed with a fresh cache
-  (another worker process) ends with the bytes, progress and metrics of an
+- a run stopped at an epoch's end and in the middle of one, and resumed each time with a
+  fresh cache (another worker process), ends with the bytes, progress and metrics of an
   uninterrupted cold run;
 - a run that crashes between checkpoints resumes from the last one, exactly;
 - a warm cache serves a second job without building or tracing again, and resets
@@ -35,9 +35,9 @@ from tests.fixtures.kind_cases import (
     RESUMABLE,
     KindCase,
     KindRuns,
-    assert_resumed_run_matches,
+    assert_parts_make_the_reference,
     output_files,
-    stop_and_resume,
+    run_in_parts,
 )
 from tests.fixtures.local_context import DictCache, LocalContext, SimulatedCrash
 from tests.fixtures.stacks import REPO
@@ -115,20 +115,15 @@ def warm(case: KindCase, kind_runs: KindRuns, tmp_path_factory: pytest.TempPathF
     )
 
 
-@pytest.mark.parametrize("where", [0, 1], ids=["at-epoch-end", "mid-epoch"])
-def test_stopped_run_resumes_in_a_fresh_cache_to_identical_bytes(
-    case: KindCase,
-    reference: LocalContext,
-    warm: Warm,
-    kind_runs: KindRuns,
-    tmp_path: Path,
-    where: int,
+def test_run_stopped_twice_resumes_in_fresh_caches_to_identical_bytes(
+    case: KindCase, reference: LocalContext, warm: Warm, kind_runs: KindRuns, tmp_path: Path
 ) -> None:
+    """Stopped at an epoch's end and in the middle of one (in either order), each time
+    resumed by another worker process."""
     assert case.resume is not None
-    stop_at = case.resume.stop_at[where]
-    spec = case.spec(kind_runs.inputs)
-    first, resumed = stop_and_resume(case, spec, tmp_path, stop_at, cache=warm.cache)
-    assert_resumed_run_matches(first, resumed, reference, stop_at)
+    stops = sorted(case.resume.stop_at)
+    parts = run_in_parts(case, case.spec(kind_runs.inputs), tmp_path, stops, cache=warm.cache)
+    assert_parts_make_the_reference(parts, stops, reference)
 
 
 def test_crashed_run_resumes_from_its_last_checkpoint(

@@ -18,8 +18,8 @@ from tests.fixtures.kind_cases import (
     RESUMABLE,
     KindCase,
     KindRuns,
-    assert_resumed_run_matches,
-    stop_and_resume,
+    assert_parts_make_the_reference,
+    run_in_parts,
 )
 from tests.fixtures.local_context import DictCache, LocalContext
 
@@ -64,8 +64,8 @@ def test_mixed_precision_trains_in_float16_and_resumes_exactly(
         assert float(optimizer.dynamic_scale.numpy()) > 1
 
     # A fresh cache for the resumed part: the scale comes from the checkpoint.
-    first, resumed = stop_and_resume(case, spec, tmp_path / "split", stop_at=3)
-    assert_resumed_run_matches(first, resumed, whole, stop_at=3)
+    parts = run_in_parts(case, spec, tmp_path / "split", stops=[3])
+    assert_parts_make_the_reference(parts, [3], whole)
 
     entry.start_job(spec)  # the next job on this worker starts from the initial scale
     assert all(float(o.dynamic_scale.numpy()) == o.initial_scale for o in optimizers)

@@ -55,11 +55,13 @@ def test_killed_worker_job_resumes_from_its_checkpoint_to_identical_bytes(
     view = finished(stack, job_id, timeout=300)
     assert view.attempts == 2
     total = len(reference.progress_calls)
-    # The last checkpoint before the kill: at or after the last one the job had passed when
-    # it reported `running.step`, and at most one interval later (the kill came at once).
+    # The last checkpoint before the kill: at or after the last one the job had finished
+    # when it reported `running.step` (a step's progress comes before its checkpoint), and
+    # at most one interval later (the kill came at once).
     assert view.resumed_from_step is not None and view.resumed_from_step % every == 0
     assert running.step is not None and running.step >= kill.after
-    assert running.step // every * every <= view.resumed_from_step <= running.step + every
+    passed = (running.step - 1) // every * every
+    assert passed <= view.resumed_from_step <= running.step + every
     assert view.resumed_from_step < total
     assert (view.step, view.total_steps) == (total, total)
     assert len(events_of(stack, job_id, "resumed")) == 1

@@ -11,6 +11,8 @@ import numpy as np
 from PIL import Image
 
 PNG_COMPRESS_LEVEL = 6  # fixed so the same pixels always give the same bytes
+VIEWABLE_WIDTH = 256
+"""Grids narrower than this (pixels) are enlarged, so that a person can look at them."""
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -38,11 +40,18 @@ def grid_shape(count: int, columns: int | None = None) -> tuple[int, int]:
     return math.ceil(count / columns), columns
 
 
-def grid_png(images: np.ndarray, columns: int | None = None, padding: int = 2) -> bytes:
+def grid_png(
+    images: np.ndarray,
+    columns: int | None = None,
+    padding: int = 2,
+    min_width: int = VIEWABLE_WIDTH,
+) -> bytes:
     """Tile images (n, h, w, c) with values in [0, 1] into one PNG.
 
-    Cells are separated and framed by `padding` black pixels, so the picture is
-    columns * (w + padding) + padding wide and rows * (h + padding) + padding high.
+    Cells are separated and framed by `padding` black pixels, so the tiled picture is
+    columns * (w + padding) + padding wide and rows * (h + padding) + padding high; a
+    picture narrower than `min_width` is then enlarged by the smallest whole factor that
+    reaches it, each pixel a square block (nearest neighbour: no blur, no new values).
     The bytes depend only on the pixels (fixed compression, no metadata).
     """
     if images.ndim != 4 or images.shape[3] not in (1, 3):
@@ -57,6 +66,9 @@ def grid_png(images: np.ndarray, columns: int | None = None, padding: int = 2) -
         top = padding + (index // columns) * (height + padding)
         left = padding + (index % columns) * (width + padding)
         canvas[top : top + height, left : left + width] = image
+    factor = -(-min_width // canvas.shape[1])  # ceiling division
+    if factor > 1:
+        canvas = canvas.repeat(factor, axis=0).repeat(factor, axis=1)
     return png_bytes(canvas)
 
 

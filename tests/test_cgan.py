@@ -13,7 +13,7 @@ from PIL import Image
 
 from kinds.cgan import DEFAULT_QUEUE, Spec
 from kinds.datasets import load_images, load_labelled_images
-from tests.fixtures.data import write_image_folder
+from tests.fixtures.data import enlarged, write_image_folder
 from tests.fixtures.jobs import events_of, finished, output_paths
 from tests.fixtures.stacks import Stack
 from tests.fixtures.trained import CGAN, training_jobs
@@ -79,7 +79,7 @@ def test_trains_with_class_rows_and_a_generator(embedded_stack: Stack) -> None:
     for path in grids.values():
         with Image.open(path) as image:  # ten rows (the classes), one column per latent
             size = (columns * (side + 2) + 2, 10 * (side + 2) + 2)
-            assert (image.format, image.mode, image.size) == ("PNG", "L", size)
+            assert (image.format, image.mode, image.size) == ("PNG", "L", enlarged(size))
     models = output_paths(view, "model")
     assert list(models) == ["generator.keras"]
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from kinds.contract import JobError
 from kinds.dcgan import DEFAULT_QUEUE, Spec, run
-from tests.fixtures.data import write_image_folder
+from tests.fixtures.data import enlarged, write_image_folder
 from tests.fixtures.kind_cases import CASES, KindRuns, output_files
 from tests.fixtures.local_context import LocalContext, StopRequested
 
@@ -152,7 +152,7 @@ def test_run_produces_grids_metrics_and_generator(reference: LocalContext) -> No
     grids = {name.removeprefix("sample/"): data for name, data in files.items() if "sample" in name}
     for data in grids.values():
         grid = Image.open(io.BytesIO(data))
-        assert grid.format == "PNG" and grid.mode == "L" and grid.size == GRID_SIZE
+        assert grid.format == "PNG" and grid.mode == "L" and grid.size == enlarged(GRID_SIZE)
     assert grids["epoch_0001.png"] != grids["epoch_0002.png"]
 
     import keras
@@ -183,5 +183,5 @@ def test_image_directory_trains_in_colour(tmp_path: Path) -> None:
     ctx = LocalContext(tmp_path / "job")
     run(spec, ctx)
     grid = Image.open(ctx.output_dir / "sample" / "epoch_0001.png")
-    assert grid.mode == "RGB" and grid.size == (2 * 18 + 2, 2 * 18 + 2)
+    assert grid.mode == "RGB" and grid.size == enlarged((2 * 18 + 2, 2 * 18 + 2))
     assert [call.step for call in ctx.progress_calls] == [1, 2]

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from kinds.denoising_ae import DEFAULT_QUEUE, Spec
+from tests.fixtures.data import enlarged
 from tests.fixtures.jobs import events_of, finished, output_paths
 from tests.fixtures.stacks import Stack
 from tests.fixtures.trained import DENOISING_AE, training_jobs
@@ -33,7 +34,7 @@ def test_trains_and_denoises(embedded_stack: Stack) -> None:
     for path in previews.values():
         with Image.open(path) as image:  # rows: noisy, denoised, clean
             size = (columns * 30 + 2, 3 * 30 + 2)
-            assert (image.format, image.mode, image.size) == ("PNG", "L", size)
+            assert (image.format, image.mode, image.size) == ("PNG", "L", enlarged(size))
 
     metrics = events_of(embedded_stack, view.id, "metrics")
     assert [m["epoch"] for m in metrics] == list(range(1, epochs + 1))

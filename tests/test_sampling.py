@@ -19,7 +19,7 @@ from PIL import Image
 from kinds import gan_sample, vae_sample
 from kinds.sampling import gif_bytes, latent_grid, walk
 from scheduler.client import JobView
-from tests.fixtures.data import write_image_folder
+from tests.fixtures.data import enlarged, write_image_folder
 from tests.fixtures.jobs import output_paths
 from tests.fixtures.stacks import REPO, Stack
 from tests.fixtures.trained import CGAN, DCGAN, training_jobs
@@ -133,7 +133,8 @@ def test_gan_sample_from_a_cgan(embedded_stack: Stack, sampled: dict[str, JobVie
         check_png(path, (side, side))
     # One column per label, the labels repeated down the rows.
     rows = math.ceil(count / 2)
-    check_png(output_paths(view, "grid")["grid.png"], (2 * (side + 2) + 2, rows * (side + 2) + 2))
+    grid = output_paths(view, "grid")["grid.png"]
+    check_png(grid, enlarged((2 * (side + 2) + 2, rows * (side + 2) + 2)))
     check_walk(view, GAN_FROM_CGAN["interpolate"], side)
 
 
@@ -145,7 +146,8 @@ def test_gan_sample_from_a_dcgan(sampled: dict[str, JobView]) -> None:
     assert len(images) == GAN_FROM_DCGAN["count"]
     for path in images.values():
         check_png(path, (side, side))
-    check_png(output_paths(view, "grid")["grid.png"], (3 * (side + 2) + 2, 2 * (side + 2) + 2))
+    grid = output_paths(view, "grid")["grid.png"]
+    check_png(grid, enlarged((3 * (side + 2) + 2, 2 * (side + 2) + 2)))
     check_walk(view, GAN_FROM_DCGAN["interpolate"], side)
 
 
@@ -182,7 +184,7 @@ def test_vae_sample_grid(sampled: dict[str, JobView]) -> None:
     view = sampled["vae-grid"]
     assert view.status == "succeeded", view.error_message
     side = VAE_GRID["grid_size"] * 28
-    check_png(output_paths(view, "grid")["latent_grid.png"], (side, side))
+    check_png(output_paths(view, "grid")["latent_grid.png"], enlarged((side, side)))
 
 
 def test_vae_sample_walk(sampled: dict[str, JobView]) -> None:
@@ -195,7 +197,8 @@ def test_vae_sample_concept_vector(sampled: dict[str, JobView]) -> None:
     view = sampled["vae-concept"]
     assert view.status == "succeeded", view.error_message
     columns, rows = len(VAE_CONCEPT["strengths"]), VAE_CONCEPT["count"]
-    check_png(output_paths(view, "grid")["concept.png"], (columns * 30 + 2, rows * 30 + 2))
+    concept = output_paths(view, "grid")["concept.png"]
+    check_png(concept, enlarged((columns * 30 + 2, rows * 30 + 2)))
     summary = json.loads(output_paths(view, "concept")["vector.json"].read_text())
     assert len(summary["vector"]) == 2 and summary["norm"] > 0
     assert summary["with_images"] > 0 and summary["without_images"] > summary["with_images"]

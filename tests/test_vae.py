@@ -14,6 +14,7 @@ from PIL import Image
 
 from kinds.vae import DEFAULT_QUEUE, Spec
 from scheduler.client import JobView
+from tests.fixtures.data import enlarged
 from tests.fixtures.jobs import events_of, finished, output_paths
 from tests.fixtures.kind_cases import CASES, KindRuns, output_files
 from tests.fixtures.local_context import LocalContext
@@ -67,7 +68,7 @@ def test_run_records_metrics_grids_and_models(reference: LocalContext) -> None:
     assert sorted(files) == models + grids
     for name in grids:
         image = Image.open(io.BytesIO(files[name]))
-        assert (image.format, image.mode, image.size) == ("PNG", "L", (4 * 16, 4 * 16))
+        assert (image.format, image.mode, image.size) == ("PNG", "L", enlarged((4 * 16, 4 * 16)))
 
     import keras
 
@@ -94,7 +95,7 @@ def test_trains_with_grids_models_and_falling_loss(embedded_stack: Stack, traine
     assert sorted(grid_files) == [f"epoch_{epoch:04d}.png" for epoch in range(1, epochs + 1)]
     for path in grid_files.values():
         with Image.open(path) as image:
-            assert (image.format, image.mode, image.size) == ("PNG", "L", (side, side))
+            assert (image.format, image.mode, image.size) == ("PNG", "L", enlarged((side, side)))
     assert sorted(output_paths(trained, "model")) == ["decoder.keras", "encoder.keras"]
 
     metrics = events_of(embedded_stack, trained.id, "metrics")

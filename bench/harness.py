@@ -46,7 +46,7 @@ from db import jobs  # noqa: E402
 from db.engine import session_factory  # noqa: E402
 from db.migrate import ensure_current  # noqa: E402
 from db.models import Job  # noqa: E402
-from kinds.contract import Checkpoint, OutputData  # noqa: E402
+from kinds.contract import Checkpoint, OutputData, Submission  # noqa: E402
 from scheduler.specs import validate_spec  # noqa: E402
 from tests.fixtures.stacks import Stack, make_stack  # noqa: E402
 from worker.model_cache import PROCESS_CACHE  # noqa: E402
@@ -376,7 +376,7 @@ class LocalRuntime:
 
     def submit(self, kind: str, spec: Mapping[str, Any]) -> str:
         """A queued job: the spec validated and its input files stored, as at submit."""
-        valid = validate_spec(kind, dict(spec), self.settings)
+        valid = validate_spec(kind, dict(spec), Submission(outputs_of=lambda reference, role: None))
         values = store_inputs(valid.values, valid.input_files, self.settings)
         with self.sessions.begin() as session:
             job_id = jobs.create_job(session, kind=kind, spec=values, queue=valid.queue).id

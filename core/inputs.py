@@ -47,5 +47,5 @@ def store_file(source: Path, home: Path) -> str:
     digest = sha256_of(source)
     target = home / STORE_FOLDER / f"{digest}{source.suffix.lower()}"
     if not target.exists():
-        publish_copy(source, target)
+        publish_copy(source, target, replace=True)  # content-addressed: same bytes
     return f"{STORE_FOLDER}/{target.name}"

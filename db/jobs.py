@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     CursorResult,
     and_,
@@ -22,13 +23,23 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     update,
 )
 from sqlalchemy.orm import Session, aliased
 
-from db.models import Event, EventType, Job, JobStatus, Output, StopRequest, utcnow
+from db.models import (
+    Event,
+    EventType,
+    Job,
+    JobStatus,
+    Output,
+    StopRequest,
+    UTCDateTime,
+    utcnow,
+)
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 DEPENDENCY = aliased(Job, name="dependency")
@@ -39,8 +50,17 @@ def new_job_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def add_event(session: Session, job_id: str, type_: EventType, payload: dict[str, Any]) -> None:
-    session.execute(insert(Event).values(job_id=job_id, type=type_, payload=payload, at=utcnow()))
+def add_event(
+    session: Session,
+    job_id: str,
+    type_: EventType,
+    payload: dict[str, Any],
+    run_token: str | None = None,
+) -> None:
+    """An event; `run_token` names the run it belongs to. A run's own events go through
+    `add_run_event`, or follow a lease-guarded transition in the same transaction."""
+    values = dict(job_id=job_id, type=type_, payload=payload, at=utcnow(), run_token=run_token)
+    session.execute(insert(Event).values(**values))
 
 
 def create_job(
@@ -74,11 +94,13 @@ def _set_status(session: Session, job_id: str, where: ColumnElement[bool], **val
     # No ORM session synchronisation: these statements are the only writers of the row.
     # An UPDATE's result is a CursorResult (which has rowcount); Session.execute is typed
     # for every statement as the plain Result.
-    result = cast(
-        CursorResult[Any],
-        session.execute(statement.execution_options(synchronize_session=False)),
-    )
-    return result.rowcount == 1
+    return _changed(session.execute(statement.execution_options(synchronize_session=False))) == 1
+
+
+def _changed(result: Any) -> int:
+    """Rows an INSERT, UPDATE or DELETE changed (Session.execute is typed for every
+    statement as the plain Result; these return a CursorResult, which has rowcount)."""
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 # --- the scheduler's transitions -------------------------------------------------------
@@ -269,12 +291,33 @@ def claim(
     if row is None:
         return None
     kind, spec, attempts, max_attempts = row
-    add_event(session, job_id, EventType.STARTED, {"owner": owner, "pid": pid, "attempt": attempts})
+    started = {"owner": owner, "pid": pid, "attempt": attempts}
+    add_event(session, job_id, EventType.STARTED, started, run_token=token)
     return Claim(job_id, kind, dict(spec), token, attempts, max_attempts)
 
 
 def _owned(token: str) -> ColumnElement[bool]:
     return and_(Job.status == JobStatus.RUNNING, Job.lease_token == token)
+
+
+def add_run_event(
+    session: Session, job_id: str, token: str, type_: EventType, payload: dict[str, Any]
+) -> bool:
+    """An event of the run holding `token`, written only while it holds the live lease
+    (one INSERT … SELECT … WHERE the job is still its own): False when refused."""
+    owner = select(Job.id).where(Job.id == job_id, _owned(token)).exists()
+    values = (
+        literal(job_id),
+        literal(str(type_)),
+        literal(payload, JSON()),
+        literal(utcnow(), UTCDateTime()),
+        literal(token),
+    )
+    row = select(*values).where(owner)
+    columns = [Event.job_id, Event.type, Event.payload, Event.at, Event.run_token]
+    # RETURNING says whether a row went in (psycopg reports no rowcount for INSERT … SELECT).
+    inserted = session.execute(insert(Event).from_select(columns, row).returning(Event.id))
+    return inserted.first() is not None
 
 
 def renew_lease(
@@ -294,21 +337,52 @@ def record_progress(session: Session, job_id: str, token: str, **values: Any) ->
 def record_resume(session: Session, job_id: str, token: str, step: int) -> bool:
     if not _set_status(session, job_id, _owned(token), resumed_from_step=step):
         return False
-    add_event(session, job_id, EventType.RESUMED, {"step": step})
+    add_event(session, job_id, EventType.RESUMED, {"step": step}, run_token=token)
     return True
 
 
-def record_output(session: Session, job_id: str, token: str, output: Output) -> bool:
-    """Record an output once: a second save of the same role and name replaces the first."""
+CHECKPOINT_ROLE = "checkpoint"
+LATEST_CHECKPOINT, PREVIOUS_CHECKPOINT = "latest.npz", "previous.npz"
+"""Output names of a job's current checkpoint and the one before it (rows, whose path
+points at the file): the pointers a resume trusts, changed only under the lease."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    unreferenced: tuple[str, ...]
+    """Paths of files that no row points to any more: the writer removes them."""
+
+
+def record_output(session: Session, job_id: str, token: str, output: Output) -> Recorded | None:
+    """Record an output once: a second save of the same role and name replaces the
+    first. None when the lease is not `token`'s any more (nothing is recorded)."""
     if not _set_status(session, job_id, _owned(token)):
-        return False
-    session.execute(
-        delete(Output).where(
-            Output.job_id == job_id, Output.role == output.role, Output.name == output.name
-        )
-    )
+        return None
+    same = (Output.job_id == job_id, Output.role == output.role, Output.name == output.name)
+    replaced = session.scalars(select(Output.path).where(*same)).all()
+    session.execute(delete(Output).where(*same))
     session.add(output)
-    return True
+    return Recorded(tuple(path for path in replaced if path != output.path))
+
+
+def record_checkpoint(session: Session, job_id: str, token: str, output: Output) -> Recorded | None:
+    """Make `output` (role CHECKPOINT_ROLE, name LATEST_CHECKPOINT) the job's latest
+    checkpoint; the latest so far becomes the previous one, and the previous one is
+    dropped. None when the lease is not `token`'s."""
+    if not _set_status(session, job_id, _owned(token)):
+        return None
+    mine = (Output.job_id == job_id, Output.role == CHECKPOINT_ROLE)
+    rows = {row.name: row for row in session.scalars(select(Output).where(*mine)).all()}
+    dropped = rows.get(PREVIOUS_CHECKPOINT)
+    if dropped is not None:
+        session.execute(delete(Output).where(Output.id == dropped.id))
+    latest = rows.get(LATEST_CHECKPOINT)
+    if latest is not None:
+        session.execute(
+            update(Output).where(Output.id == latest.id).values(name=PREVIOUS_CHECKPOINT)
+        )
+    session.add(output)
+    return Recorded((dropped.path,) if dropped is not None else ())
 
 
 def finish(
@@ -333,9 +407,8 @@ def finish(
         values["progress"] = 1.0
     if not _set_status(session, job_id, _owned(token), **values):
         return False
-    add_event(
-        session, job_id, EventType(status.value), {"error_code": error_code, "error": error_message}
-    )
+    ended = {"error_code": error_code, "error": error_message}
+    add_event(session, job_id, EventType(status.value), ended, run_token=token)
     return True
 
 
@@ -355,7 +428,8 @@ def retry_later(
         error_message=message,
     ):
         return False
-    add_event(session, job_id, EventType.RETRY, {"error_code": error_code, "error": message})
+    failure = {"error_code": error_code, "error": message}
+    add_event(session, job_id, EventType.RETRY, failure, run_token=token)
     return True
 
 
@@ -374,7 +448,8 @@ def release(session: Session, job_id: str, token: str, stop: StopRequest) -> boo
         stop_request=None,
     ):
         return False
-    add_event(session, job_id, EventType.RELEASED, {"reason": str(stop), "to": str(status)})
+    released = {"reason": str(stop), "to": str(status)}
+    add_event(session, job_id, EventType.RELEASED, released, run_token=token)
     return True
 
 

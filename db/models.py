@@ -142,3 +142,5 @@ class Event(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
     type: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    run_token: Mapped[str | None] = mapped_column(String(32), default=None)
+    """The lease token of the run that wrote it (None: not written by a run)."""

@@ -43,8 +43,10 @@ def as_writer(data: OutputData) -> Callable[[Path], object]:
 class Submission:
     """Validation context at submit (absent when the worker validates before `run`)."""
 
-    outputs_dir: Path
-    """Where finished jobs' outputs live: `<outputs_dir>/<job id>/<role>/<name>`."""
+    outputs_of: Callable[[str, str], tuple[str, Mapping[str, Path]] | None]
+    """`outputs_of(reference, role)`: the id of the job a reference names (an id, a unique
+    prefix, or `#N` for one of its outputs) and its recorded outputs of `role` by name;
+    None when no job answers to it."""
 
 
 class JobSpec(BaseModel):

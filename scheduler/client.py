@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -20,6 +21,7 @@ from db import jobs
 from db.engine import reader_factory, session_factory
 from db.migrate import ensure_current
 from db.models import Event, Job, JobStatus, Output
+from kinds.contract import Submission
 from scheduler.specs import SpecError, ValidSpec, validate_spec
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -101,7 +103,7 @@ class Client:
         queue: str | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> str:
-        valid = validate_spec(kind, spec or {}, self.settings)
+        valid = validate_spec(kind, spec or {}, Submission(outputs_of=self._outputs_named))
         if max_attempts < 1:
             raise SpecError(f"max attempts must be at least 1, got {max_attempts}")
         with self.sessions.begin() as session:
@@ -149,6 +151,15 @@ class Client:
             if source.status != JobStatus.SUCCEEDED:
                 waits_for.add(source.id)
         return values, waits_for
+
+    def _outputs_named(self, reference: str, role: str) -> tuple[str, dict[str, Path]] | None:
+        """For submit-time checks: the job `reference` names and its outputs of `role`."""
+        with self.readers() as session:
+            job = self._model_source(session, reference)
+            if job is None:
+                return None
+            paths = jobs.outputs_of(session, job.id, role)
+        return job.id, {name: Path(path) for name, path in paths.items()}
 
     def _model_source(self, session: Session, reference: str) -> Job | None:
         """The job a `model` field names: a job id, a unique prefix of one, or the id of

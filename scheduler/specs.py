@@ -9,7 +9,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.errors import UserError, one_line
-from core.settings import Settings
 from kinds import load_kind
 from kinds.contract import Submission
 
@@ -30,7 +29,7 @@ class ValidSpec:
     """Fields naming another job whose outputs this job reads -> the kinds allowed."""
 
 
-def validate_spec(kind: str, values: dict[str, Any], settings: Settings) -> ValidSpec:
+def validate_spec(kind: str, values: dict[str, Any], submission: Submission) -> ValidSpec:
     try:
         module = load_kind(kind)
     except ValueError as error:
@@ -38,9 +37,7 @@ def validate_spec(kind: str, values: dict[str, Any], settings: Settings) -> Vali
     model_inputs = dict(getattr(module, "MODEL_INPUTS", {}))
     values = job_ids_as_text(values, model_inputs)
     try:
-        spec = module.Spec.model_validate_json(
-            json.dumps(values), context=Submission(outputs_dir=settings.outputs_dir)
-        )
+        spec = module.Spec.model_validate_json(json.dumps(values), context=submission)
     except ValidationError as error:
         raise SpecError(f"{kind}: {describe(error)}") from None
     except OSError as error:  # a check that met the file system where it did not expect to

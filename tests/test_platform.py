@@ -3,6 +3,7 @@ real `atelier up` processes, real Celery workers, real Redis and database."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -26,11 +27,20 @@ def test_job_runs_to_success_with_its_outputs(stack: Stack) -> None:
     assert view.status == "succeeded", view.error_message
     assert (view.attempts, view.progress, view.step) == (1, 1.0, 12)
     assert summary(view) == {"total": 78.0, "started_from": 0, "attempt": 1}
-    roles = sorted(o.role for o in view.outputs)
-    assert roles == ["checkpoint", "result"]
-    result = next(o for o in view.outputs if o.role == "result")
-    assert result.path.startswith(str(stack.settings.outputs_dir / job_id))
-    assert result.bytes == Path(result.path).stat().st_size
+    # checkpoint_every 5 of 12 steps: the latest (step 10) and the one before (step 5)
+    by_name = {(o.role, o.name): o for o in view.outputs}
+    assert sorted(by_name) == [
+        ("checkpoint", "latest.npz"), ("checkpoint", "previous.npz"), ("result", "summary.json")
+    ]  # fmt: skip
+    assert [by_name["checkpoint", name].step for name in ("latest.npz", "previous.npz")] == [10, 5]
+    run = Path(stack.settings.outputs_dir / job_id / view.outputs[0].path.split("/")[-3])
+    for output in view.outputs:  # every file in the run's own folder, as recorded
+        path = Path(output.path)
+        assert path.is_relative_to(run) and output.bytes == path.stat().st_size
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == output.sha256
+    files = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
+    assert files == {"checkpoints/step_00000005.npz", "checkpoints/step_00000010.npz",
+                     "result/summary.json"}  # fmt: skip
 
 
 def test_failed_attempt_is_retried_from_its_checkpoint(stack: Stack) -> None:

@@ -8,17 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.presence import WorkerSlots
+from core.publish import sha256_of
 from db import jobs
 from db.engine import session_factory
 from db.migrate import HEAD_REVISION, MIGRATIONS, current_revision, ensure_current, upgrade
-from db.models import Job, JobStatus, StopRequest, utcnow
+from db.models import Event, EventType, Job, JobStatus, Output, StopRequest, utcnow
 from kinds.contract import Checkpoint
 from scheduler.capacity import free_slots
 from tests.fixtures.stacks import postgres_database
-from worker.checkpoints import CheckpointStore
+from worker.checkpoints import CheckpointStore, load_checkpoint
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -150,18 +152,66 @@ def test_free_slots_never_overbook() -> None:
 
 def test_checkpoint_falls_back_to_previous_when_latest_is_corrupt(tmp_path: Path) -> None:
     store = CheckpointStore(tmp_path)
-    assert store.load() is None
-    store.save(Checkpoint(step=5, arrays={"w": np.arange(3.0)}, meta={"epoch": 1}))
-    store.save(Checkpoint(step=10, arrays={"w": np.arange(3.0) * 2}, meta={"epoch": 2}))
-    loaded = store.load()
+    assert load_checkpoint(store.saved()) is None
+    first = store.save(Checkpoint(step=5, arrays={"w": np.arange(3.0)}, meta={"epoch": 1}))
+    latest = store.save(Checkpoint(step=10, arrays={"w": np.arange(3.0) * 2}, meta={"epoch": 2}))
+    assert (first.path.name, latest.path.name) == ("step_00000005.npz", "step_00000010.npz")
+    loaded = load_checkpoint([latest.path, first.path])
     assert loaded is not None and loaded.step == 10 and loaded.meta == {"epoch": 2}
     np.testing.assert_array_equal(loaded.arrays["w"], [0.0, 2.0, 4.0])
-    data = store.latest.read_bytes()
-    store.latest.write_bytes(data[: len(data) // 2])  # a torn write
-    fallback = store.load()
+    data = latest.path.read_bytes()
+    latest.path.write_bytes(data[: len(data) // 2])  # a torn write
+    fallback = load_checkpoint([latest.path, first.path])
     assert fallback is not None and fallback.step == 5
     np.testing.assert_array_equal(fallback.arrays["w"], [0.0, 1.0, 2.0])
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_checkpoint_file_is_never_replaced(tmp_path: Path) -> None:
+    """A second save of a step (a run resumed before it, or a stale writer) gets a name
+    of its own: a file the database points at is never changed under it."""
+    store = CheckpointStore(tmp_path)
+    one = store.save(Checkpoint(step=4, arrays={"w": np.zeros(2)}))
+    two = store.save(Checkpoint(step=4, arrays={"w": np.ones(2)}))
+    assert (one.path.name, two.path.name) == ("step_00000004.npz", "step_00000004.2.npz")
+    assert one.sha256 != two.sha256 and sha256_of(one.path) == one.sha256
+    assert store.saved() == [two.path, one.path]
+
+
+def test_checkpoint_pointers_move_only_under_the_lease(sessions: sessionmaker[Session]) -> None:
+    """record_checkpoint makes a file the latest, the latest the previous, and hands back
+    the dropped one; a run whose lease was taken over changes nothing."""
+    with sessions.begin() as session:
+        job_id = jobs.create_job(session, kind="counter", spec={}, queue="gpu").id
+        jobs.mark_queued(session, job_id)
+    with sessions.begin() as session:
+        claim = jobs.claim(session, job_id, "w@h", 1, 60)
+        assert claim is not None
+
+    def checkpoint(path: str) -> Output:
+        return Output(
+            job_id=job_id, role=jobs.CHECKPOINT_ROLE, name=jobs.LATEST_CHECKPOINT, path=path,
+            sha256="0" * 64, bytes=1,
+        )  # fmt: skip
+
+    dropped = []
+    for path in ("a.npz", "b.npz", "c.npz"):
+        with sessions.begin() as session:
+            recorded = jobs.record_checkpoint(session, job_id, claim.token, checkpoint(path))
+            assert recorded is not None
+            dropped.append(recorded.unreferenced)
+        with sessions() as session:
+            pointers = jobs.outputs_of(session, job_id, jobs.CHECKPOINT_ROLE)
+    assert dropped == [(), (), ("a.npz",)]
+    assert pointers == {jobs.LATEST_CHECKPOINT: "c.npz", jobs.PREVIOUS_CHECKPOINT: "b.npz"}
+    with sessions.begin() as session:
+        assert jobs.record_checkpoint(session, job_id, "stale", checkpoint("d.npz")) is None
+        assert not jobs.add_run_event(session, job_id, "stale", EventType.METRICS, {})
+        assert jobs.add_run_event(session, job_id, claim.token, EventType.METRICS, {"x": 1.0})
+    with sessions() as session:
+        assert jobs.outputs_of(session, job_id, jobs.CHECKPOINT_ROLE) == pointers
+        tokens = session.scalars(select(Event.run_token).where(Event.type == "metrics")).all()
+    assert tokens == [claim.token]
 
 
 def test_migrations_reach_head_on_a_new_sqlite_file(tmp_path: Path) -> None:

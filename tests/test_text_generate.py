@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.settings import load_settings
 from db import jobs
+from kinds.contract import Submission
 from kinds.text_generate import DEFAULT_QUEUE, MODEL_INPUTS, Spec
 from scheduler.specs import SpecError, validate_spec
 from tests.fixtures.jobs import Stacks, assert_refused_at_submit, finished, output_bytes
@@ -25,8 +25,8 @@ from tests.fixtures.trained import TEXT_SPECS, shared_corpus, text_stack, traine
 
 def test_spec_defaults_and_model_reference(tmp_path: Path) -> None:
     spec = Spec(model="abcd1234")
-    settings = load_settings({"ATELIER_HOME": str(tmp_path)})
-    digits = validate_spec("text-generate", {"model": 799394}, settings)  # --set model=799394
+    nothing = Submission(outputs_of=lambda reference, role: None)
+    digits = validate_spec("text-generate", {"model": 799394}, nothing)  # --set model=799394
     assert digits.values["model"] == "799394"
     assert (DEFAULT_QUEUE, MODEL_INPUTS) == ("cpu", {"model": ("text-lm",)})
     assert (spec.prompt, spec.length, spec.seed) == (None, 50, 0)

@@ -1,8 +1,10 @@
 """Checkpoint files: one .npz holding arrays and JSON metadata, published atomically
-(core.publish).
+(core.publish) under a name of its own, `step_<step>.npz` in the run's folder, and never
+replaced: which one a resume trusts is decided by the database (db.jobs.record_checkpoint),
+under the run's lease.
 
-The previous checkpoint is kept beside the latest; if the latest cannot be read (a torn
-disk write, a truncated copy), loading falls back to the previous one.
+A resume tries the job's latest checkpoint, then the one before it: if the latest cannot
+be read (a torn disk write, a truncated copy), loading falls back to the previous one.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import io
 import json
 import logging
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +24,14 @@ from kinds.contract import Checkpoint
 log = logging.getLogger("atelier.checkpoints")
 
 META_KEY = "__atelier_meta__"
-LATEST = "latest.npz"
-PREVIOUS = "previous.npz"
+FILE_PATTERN = "step_*.npz"
 
 
 class CheckpointStore:
+    """A run's checkpoint files, in `folder`."""
+
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-
-    @property
-    def latest(self) -> Path:
-        return self.folder / LATEST
 
     def save(self, checkpoint: Checkpoint) -> Published:
         meta = {"step": checkpoint.step, "meta": dict(checkpoint.meta)}
@@ -45,19 +45,23 @@ class CheckpointStore:
                 # numpy's default, spelled out so no array name can be taken for it
                 np.savez(handle, allow_pickle=True, **fields)
 
-        return publish(self.latest, write, keep_previous=self.folder / PREVIOUS)
+        return publish(self.folder / f"step_{checkpoint.step:08d}.npz", write)
 
-    def load(self) -> Checkpoint | None:
-        """The newest readable checkpoint, or None when there is none."""
-        for name in (LATEST, PREVIOUS):
-            path = self.folder / name
-            if not path.exists():
-                continue
-            try:
-                return _read(path)
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
-                log.warning("checkpoint %s unreadable (%s); trying the previous one", path, error)
-        return None
+    def saved(self) -> list[Path]:
+        """This folder's checkpoint files, the last written first (a single writer's
+        latest; a job's runs follow the database instead)."""
+        files = self.folder.glob(FILE_PATTERN)
+        return sorted(files, key=lambda path: path.stat().st_mtime_ns, reverse=True)
+
+
+def load_checkpoint(paths: Iterable[Path]) -> Checkpoint | None:
+    """The first readable checkpoint of `paths` (newest first), or None."""
+    for path in paths:
+        try:
+            return _read(path)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
+            log.warning("checkpoint %s unreadable (%s); trying the previous one", path, error)
+    return None
 
 
 def _json(value: object) -> bytes:

@@ -11,16 +11,16 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.publish import Published, publish
+from core.publish import Published, is_temporary, publish
 from core.settings import Settings
 from db import jobs
 from db.models import EventType, Output, StopRequest
 from kinds.contract import Checkpoint, OutputData, as_writer
-from worker.checkpoints import CheckpointStore
+from worker.checkpoints import CheckpointStore, load_checkpoint
 from worker.model_cache import ProcessModelCache
 
 log = logging.getLogger("atelier.run")
@@ -29,6 +29,8 @@ PROGRESS_WRITE_SECONDS = 0.5
 """Progress reaches the database at most this often; the last report is always written."""
 PROGRESS_EVENT_SECONDS = 30.0
 """A progress event joins the job's history at most this often."""
+RUN_NAME_CHARS = 8
+"""A run's folder is named by the start of its lease token."""
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -81,8 +83,10 @@ class RunContext:
         self.max_attempts = claim.max_attempts
         self.sessions = sessions
         self.cache = JobCacheView(cache)
-        self.output_dir = settings.outputs_dir / claim.job_id
-        self.checkpoints = CheckpointStore(self.output_dir / "checkpoints")
+        self.job_dir = settings.outputs_dir / claim.job_id
+        self.run_dir = self.job_dir / claim.token[:RUN_NAME_CHARS]
+        """Every file this run writes lives here, under a name no other run uses."""
+        self.checkpoints = CheckpointStore(self.run_dir / "checkpoints")
         self.checkpoint_every = int(claim.spec.get("checkpoint_every", 0)) or None
         self.lease_lost = threading.Event()
         self._stop: StopRequest | None = None
@@ -115,10 +119,16 @@ class RunContext:
     # --- checkpoints -----------------------------------------------------------------
 
     def restore(self) -> Checkpoint | None:
-        checkpoint = self.checkpoints.load()
+        """The checkpoint the database names as the job's latest (else the previous)."""
+        with self.sessions() as session:
+            pointers = jobs.outputs_of(session, self.job_id, jobs.CHECKPOINT_ROLE)
+        names = (jobs.LATEST_CHECKPOINT, jobs.PREVIOUS_CHECKPOINT)
+        checkpoint = load_checkpoint(Path(pointers[name]) for name in names if name in pointers)
         if checkpoint is not None:
             with self.sessions.begin() as session:
-                jobs.record_resume(session, self.job_id, self.token, checkpoint.step)
+                ours = jobs.record_resume(session, self.job_id, self.token, checkpoint.step)
+            if not ours:
+                self._lost()
             log.info("job %s resumes from step %d", self.job_id, checkpoint.step)
         return checkpoint
 
@@ -126,7 +136,11 @@ class RunContext:
         if self.lease_lost.is_set():
             raise LeaseLost
         published = self.checkpoints.save(checkpoint)
-        self._record_output("checkpoint", published, step=checkpoint.step, epoch=None)
+        row = self._output_row(jobs.CHECKPOINT_ROLE, jobs.LATEST_CHECKPOINT, published)
+        row.step = checkpoint.step
+        self._commit(published, lambda session: jobs.record_checkpoint(
+            session, self.job_id, self.token, row
+        ))  # fmt: skip
 
     # --- progress and metrics --------------------------------------------------------
 
@@ -149,17 +163,21 @@ class RunContext:
             self.flush()
 
     def flush(self) -> None:
-        """Write the latest progress report, if one is waiting."""
+        """Write the latest progress report, if one is waiting (LeaseLost if refused)."""
         values, self._pending_progress = self._pending_progress, None
         if values is None:
             return
         now = time.monotonic()
         self._last_progress_write = now
         with self.sessions.begin() as session:
-            jobs.record_progress(session, self.job_id, self.token, **values)
-            if now - self._last_progress_event >= PROGRESS_EVENT_SECONDS:
+            ours = jobs.record_progress(session, self.job_id, self.token, **values)
+            if ours and now - self._last_progress_event >= PROGRESS_EVENT_SECONDS:
                 self._last_progress_event = now
-                jobs.add_event(session, self.job_id, EventType.PROGRESS, values)
+                jobs.add_event(
+                    session, self.job_id, EventType.PROGRESS, values, run_token=self.token
+                )
+        if not ours:
+            self._lost()
         if self.on_progress is not None:
             try:
                 self.on_progress(values)
@@ -169,7 +187,9 @@ class RunContext:
     def metrics(self, values: Mapping[str, float], *, step: int, epoch: int | None = None) -> None:
         payload = {"step": step, "epoch": epoch, **{k: float(v) for k, v in values.items()}}
         with self.sessions.begin() as session:
-            jobs.add_event(session, self.job_id, EventType.METRICS, payload)
+            ours = jobs.add_run_event(session, self.job_id, self.token, EventType.METRICS, payload)
+        if not ours:
+            self._lost()
 
     # --- outputs ---------------------------------------------------------------------
 
@@ -187,8 +207,12 @@ class RunContext:
         for label, value in (("role", role), ("name", name)):
             if not PLAIN_NAME.match(value):
                 raise ValueError(f"output {label} {value!r} is not a plain file name")
-        published = publish(self.output_dir / role / name, as_writer(data))
-        self._record_output(role, published, step=step, epoch=epoch)
+        published = publish(self.run_dir / role / name, as_writer(data))
+        row = self._output_row(role, name, published)  # `name`, whatever name the file got
+        row.step, row.epoch = step, epoch
+        self._commit(published, lambda session: jobs.record_output(
+            session, self.job_id, self.token, row
+        ))  # fmt: skip
         return published.path
 
     def outputs_of(self, job_id: str, role: str) -> dict[str, Path]:
@@ -196,26 +220,47 @@ class RunContext:
             paths = jobs.outputs_of(session, job_id, role)
         return {name: Path(path) for name, path in paths.items()}
 
-    def _record_output(
-        self, role: str, published: Published, *, step: int | None, epoch: int | None
-    ) -> None:
-        output = Output(
+    def _output_row(self, role: str, name: str, published: Published) -> Output:
+        return Output(
             job_id=self.job_id,
             role=role,
-            name=published.path.name,
+            name=name,
             path=str(published.path),
-            step=step,
-            epoch=epoch,
             sha256=published.sha256,
             bytes=published.bytes,
         )
+
+    def _commit(
+        self, published: Published, record: Callable[[Session], jobs.Recorded | None]
+    ) -> None:
+        """Make a published file count by recording it under the lease; a refused record
+        takes the file away again (nothing of a run that lost its lease stays), a granted
+        one frees the files no row points to any more."""
         with self.sessions.begin() as session:
-            if not jobs.record_output(session, self.job_id, self.token, output):
-                self.lease_lost.set()
-                raise LeaseLost
+            recorded = record(session)
+        if recorded is None:
+            published.path.unlink(missing_ok=True)
+            self._lost()
+        for path in recorded.unreferenced:
+            Path(path).unlink(missing_ok=True)
+
+    def _lost(self) -> NoReturn:
+        self.lease_lost.set()
+        raise LeaseLost
+
+    def sweep(self) -> int:
+        """Remove the temporary files that runs of this job left behind (killed while
+        publishing, or taken over while frozen: such a file is never linked in once its
+        lease is lost). Returns how many."""
+        removed = 0
+        for path in self.job_dir.rglob(".*"):
+            if is_temporary(path):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def record_cache_use(self, session: Session) -> None:
         if not (self.cache.hits or self.cache.builds):
             return
         payload = {"hits": self.cache.hits, "builds": self.cache.builds, "pid": os.getpid()}
-        jobs.add_event(session, self.job_id, EventType.MODEL_CACHE, payload)
+        jobs.add_event(session, self.job_id, EventType.MODEL_CACHE, payload, run_token=self.token)

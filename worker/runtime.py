@@ -92,6 +92,8 @@ def execute(
     PROCESS_CACHE.max_entries = settings.model_cache_entries
     ctx = context(claim, settings, sessions, PROCESS_CACHE)
     ctx.on_progress = on_progress
+    if swept := ctx.sweep():
+        log.info("job %s: removed %d temporary files of earlier runs", job_id, swept)
     heartbeat = Heartbeat(ctx, sessions, settings.lease_seconds)
     heartbeat.start()
     try:
@@ -122,7 +124,8 @@ def _run_and_record(ctx: RunContext, kind: str, settings: Settings) -> str:
         return _failed(ctx, settings, code, one_line(error), retryable)
     ctx.flush()
     with ctx.sessions.begin() as session:
-        jobs.finish(session, ctx.job_id, ctx.token, JobStatus.SUCCEEDED)
+        if not jobs.finish(session, ctx.job_id, ctx.token, JobStatus.SUCCEEDED):
+            return "lease_lost"
         ctx.record_cache_use(session)
     return "succeeded"
 

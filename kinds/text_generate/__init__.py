@@ -67,13 +67,13 @@ def submitted_vocabulary(model: str, submission: object) -> tuple[str, Vocabular
     refused there would end as a retried generic error, so there the check is left to
     `run`, which fails with the code `prompt_unknown`.
     """
-    if not isinstance(submission, Submission) or not JOB_ID_PREFIX.match(model):
+    if not isinstance(submission, Submission):
         return None
-    matches = sorted(submission.outputs_dir.glob(f"{model}*/model/{VOCABULARY_FILE}"))
-    if len(matches) != 1:
-        return None  # not run yet, or an ambiguous prefix (submit reports that)
+    found = submission.outputs_of(model, "model")
+    if found is None or VOCABULARY_FILE not in found[1]:
+        return None  # no such job (submit reports it), or it has not written it yet
     try:
-        return matches[0].parent.parent.name, Vocabulary.read(matches[0])
+        return found[0], Vocabulary.read(found[1][VOCABULARY_FILE])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

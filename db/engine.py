@@ -8,16 +8,23 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 def make_engine(url: str, *, read_only: bool = False) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url, read_only)
-    return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
+    # A database that cannot be reached is an error within seconds (not a hang), so the
+    # processes waiting out an outage keep their own pace.
+    connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=4, max_overflow=4, connect_args=connect_args
+    )
 
 
 def _sqlite_engine(url: str, read_only: bool = False) -> Engine:
@@ -65,3 +72,15 @@ def session_factory(url: str) -> sessionmaker[Session]:
 def reader_factory(url: str) -> sessionmaker[Session]:
     """Sessions that only read: on SQLite they do not take the write lock."""
     return sessionmaker(engine_for(url, read_only=True), expire_on_commit=False)
+
+
+UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
+"""What a database that is down, unreachable, locked or out of disk space raises."""
+
+
+def where(url: str) -> str:
+    """Where a database is, for messages: host:port, or an SQLite file's path."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or ":memory:"
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}"

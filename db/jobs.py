@@ -300,6 +300,11 @@ def _owned(token: str) -> ColumnElement[bool]:
     return and_(Job.status == JobStatus.RUNNING, Job.lease_token == token)
 
 
+def holds_lease(session: Session, job_id: str, token: str) -> bool:
+    """Whether the run holding `token` still owns the job."""
+    return session.scalar(select(Job.id).where(Job.id == job_id, _owned(token))) is not None
+
+
 def add_run_event(
     session: Session, job_id: str, token: str, type_: EventType, payload: dict[str, Any]
 ) -> bool:

@@ -1,8 +1,9 @@
 """The `atelier` command. Submitting and inspecting stay fast: no TensorFlow, no Celery.
 
 Errors reach the user as one line: a problem with what was asked (a bad spec, an unknown
-job, a setting) exits with code 2; anything else exits with code 1 and leaves its
-traceback in a log file that the line names.
+job, a setting) exits with code 2; a database that cannot be reached with code 3;
+anything else exits with code 1 and leaves its traceback in a log file that the line
+names.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from scheduler.client import Client, JobView
 
 DEFAULT_QUEUES = "gpu,cpu"
-EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILED, EXIT_USER_ERROR, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 1, 2, 3, 130
 CLI_LOG = "logs/cli.log"
 """Under ATELIER_HOME: the tracebacks of unexpected CLI failures."""
 
@@ -43,15 +44,28 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(error: Exception) -> int:
     """One line on stderr; the exit code says whose problem it is."""
-    from core.errors import UserError, one_line
+    from core.errors import UserError, detail, one_line
+    from db.engine import UNAVAILABLE
     from db.migrate import SchemaOutdated
 
     if isinstance(error, UserError | SchemaOutdated):
         print(f"atelier: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
-    where = _log_traceback(error)
-    print(f"atelier: failed: {one_line(error)} (traceback in {where})", file=sys.stderr)
+    if isinstance(error, UNAVAILABLE):
+        database = _database_location()
+        reason = detail(getattr(error, "orig", None) or error)  # the driver's words
+        print(f"atelier: error: database unreachable at {database}: {reason}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    log = _log_traceback(error)
+    print(f"atelier: failed: {one_line(error)} (traceback in {log})", file=sys.stderr)
     return EXIT_FAILED
+
+
+def _database_location() -> str:
+    from core.settings import load_settings
+    from db.engine import where
+
+    return where(load_settings().database_url)
 
 
 def _log_traceback(error: Exception) -> Path:

@@ -20,10 +20,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core import redis_keys
 from core.celery_app import task_name
+from core.errors import one_line
+from core.outage import Outage
 from core.presence import live_workers
 from core.settings import Settings
 from db import jobs
-from db.engine import reader_factory
+from db.engine import UNAVAILABLE, reader_factory, where
 from db.models import Job, utcnow
 from scheduler.capacity import free_slots
 
@@ -31,6 +33,10 @@ log = logging.getLogger("atelier.scheduler")
 
 POLL_SECONDS = 1.0
 MIN_STALE_QUEUED_SECONDS = 30.0
+
+
+class BrokerUnavailable(Exception):
+    """A message could not be sent (its job went back to pending)."""
 
 
 @dataclass
@@ -107,18 +113,21 @@ class Scheduler:
                 return False
         try:
             self._send(job)
-        except Exception:
-            log.exception("could not send job %s to the broker; it stays pending", job.id)
+        except Exception as error:  # kombu's and redis' errors: the job stays pending
             with self.sessions.begin() as session:
                 jobs.unmark_queued(session, job.id)
-            return False
+            raise BrokerUnavailable(f"could not send job {job.id}: {one_line(error)}") from None
         return True
 
     def _send(self, job: Job | jobs.Runnable) -> None:
         self.app.send_task(task_name(job.kind), args=[job.id], queue=job.queue)
 
     def run(self, stop: threading.Event) -> None:
-        log.info("scheduler running against %s", self.settings.database_url.split("@")[-1])
+        """Tick until `stop`; an outage of the database or the broker is waited out, with
+        growing pauses and a log line when it starts and when it ends: never an exit."""
+        log.info("scheduler running against %s", where(self.settings.database_url))
+        database = Outage(f"database at {where(self.settings.database_url)}", log)
+        broker = Outage("broker", log)
         last_maintenance = 0.0
         while not stop.is_set():
             try:
@@ -126,9 +135,12 @@ class Scheduler:
                 if maintenance:
                     last_maintenance = time.monotonic()
                 report = self.tick(maintenance)
+                database.succeeded()
                 if report.expired or report.cancelled or report.resent:
                     log.info("tick: %s", report)
                 self.redis.blpop([redis_keys.WAKE], timeout=POLL_SECONDS)
-            except (redis.RedisError, OSError) as error:
-                log.warning("broker unavailable (%s); retrying", error)
-                stop.wait(POLL_SECONDS)
+                broker.succeeded()
+            except UNAVAILABLE as error:
+                stop.wait(database.failed(error))
+            except (BrokerUnavailable, redis.RedisError, OSError) as error:
+                stop.wait(broker.failed(error))

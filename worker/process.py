@@ -9,13 +9,16 @@ import socket
 import threading
 from typing import Any
 
+import redis
 from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 
 from core.broker import redis_client, wake_scheduler
+from core.errors import one_line
+from core.outage import Outage
 from core.presence import PRESENCE_REFRESH_SECONDS, WorkerSlots, announce, withdraw
 from core.settings import load_settings
 from db import jobs
-from db.engine import session_factory
+from db.engine import UNAVAILABLE, session_factory
 from db.models import StopRequest
 from worker.celery_app import app
 
@@ -35,14 +38,16 @@ class Presence(threading.Thread):
 
     def run(self) -> None:
         settings = load_settings()
+        broker = Outage.of("broker", log)
         first = True
         while not self.done.is_set():
             try:
                 client = redis_client(settings)
                 announce(client, self.slots)
                 client.close()
-            except Exception as error:
-                log.warning("could not announce worker %s: %s", self.slots.name, error)
+                broker.succeeded()
+            except (redis.RedisError, OSError) as error:
+                broker.failed(error)
             if first:
                 wake_scheduler(settings)  # new slots: fill them now, not at the next poll
                 first = False
@@ -73,8 +78,12 @@ def run_worker(name: str, queues: list[str], concurrency: int = 1, loglevel: str
     def _shutting_down(**_: Any) -> None:
         presence.stop()
         settings = load_settings()
-        with session_factory(settings.database_url).begin() as session:
-            stopped = jobs.request_stop_for_owner(session, nodename, StopRequest.SHUTDOWN)
+        try:
+            with session_factory(settings.database_url).begin() as session:
+                stopped = jobs.request_stop_for_owner(session, nodename, StopRequest.SHUTDOWN)
+        except UNAVAILABLE as error:  # its jobs' leases expire instead: they resume elsewhere
+            log.warning("could not ask this worker's jobs to checkpoint: %s", one_line(error))
+            return
         if stopped:
             log.info("asked jobs %s to checkpoint before shutdown", ", ".join(stopped))
 

@@ -4,26 +4,31 @@ through a lease-guarded database transition (db.jobs)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.outage import Outage
 from core.publish import Published, is_temporary, publish
 from core.settings import Settings
 from db import jobs
+from db.engine import UNAVAILABLE, where
 from db.models import EventType, Output, StopRequest
-from kinds.contract import Checkpoint, OutputData, as_writer
+from kinds.contract import Checkpoint, JobError, OutputData, as_writer
 from worker.checkpoints import CheckpointStore, load_checkpoint
 from worker.model_cache import ProcessModelCache
 
 log = logging.getLogger("atelier.run")
+T = TypeVar("T")
 
 PROGRESS_WRITE_SECONDS = 0.5
 """Progress reaches the database at most this often; the last report is always written."""
@@ -68,6 +73,19 @@ class JobCacheView:
         return value
 
 
+@contextmanager
+def disk_full_is_a_job_error(what: str) -> Iterator[None]:
+    """A write that finds no space fails the job clearly (retrying would not help)."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise JobError(
+            "disk_full", f"no space left to write the {what}: {error.strerror}"
+        ) from None
+
+
 class RunContext:
     def __init__(
         self,
@@ -89,12 +107,20 @@ class RunContext:
         self.checkpoints = CheckpointStore(self.run_dir / "checkpoints")
         self.checkpoint_every = int(claim.spec.get("checkpoint_every", 0)) or None
         self.lease_lost = threading.Event()
+        self.lease_valid_until = time.monotonic() + settings.lease_seconds
+        """Until when (time.monotonic) the lease may still be ours, as far as this process
+        knows: the runtime and the heartbeat move it on with each claim and renewal."""
+        self.database = where(settings.database_url)
         self._stop: StopRequest | None = None
         self._pending_progress: dict[str, Any] | None = None
         self._last_progress_write = 0.0
         self._last_progress_event = 0.0
+        self.outage = Outage.of(f"database at {self.database}", log)
+        """This process' view of the database: its threads log one line per outage."""
+        self._retry_at = 0.0  # no progress write before this, during an outage
         self.on_progress: Callable[[dict[str, Any]], None] | None = None
-        """Called with each progress report written (the task adapter shows it in Flower)."""
+        """Called with each progress report written (the task adapter shows it in Flower);
+        it must not block (the runtime hands it a LiveProgress thread's `offer`)."""
 
     # --- stop requests ---------------------------------------------------------------
 
@@ -120,14 +146,16 @@ class RunContext:
 
     def restore(self) -> Checkpoint | None:
         """The checkpoint the database names as the job's latest (else the previous)."""
-        with self.sessions() as session:
-            pointers = jobs.outputs_of(session, self.job_id, jobs.CHECKPOINT_ROLE)
+        pointers = self.write(
+            lambda session: jobs.outputs_of(session, self.job_id, jobs.CHECKPOINT_ROLE)
+        )
         names = (jobs.LATEST_CHECKPOINT, jobs.PREVIOUS_CHECKPOINT)
         checkpoint = load_checkpoint(Path(pointers[name]) for name in names if name in pointers)
         if checkpoint is not None:
-            with self.sessions.begin() as session:
-                ours = jobs.record_resume(session, self.job_id, self.token, checkpoint.step)
-            if not ours:
+            step = checkpoint.step
+            if not self.write(
+                lambda session: jobs.record_resume(session, self.job_id, self.token, step)
+            ):
                 self._lost()
             log.info("job %s resumes from step %d", self.job_id, checkpoint.step)
         return checkpoint
@@ -135,12 +163,18 @@ class RunContext:
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         if self.lease_lost.is_set():
             raise LeaseLost
-        published = self.checkpoints.save(checkpoint)
+        with disk_full_is_a_job_error(f"checkpoint of step {checkpoint.step}"):
+            published = self.checkpoints.save(checkpoint)
         row = self._output_row(jobs.CHECKPOINT_ROLE, jobs.LATEST_CHECKPOINT, published)
         row.step = checkpoint.step
-        self._commit(published, lambda session: jobs.record_checkpoint(
-            session, self.job_id, self.token, row
-        ))  # fmt: skip
+        try:
+            self._commit(published, lambda session: jobs.record_checkpoint(
+                session, self.job_id, self.token, row
+            ), wait=False)  # fmt: skip
+        except UNAVAILABLE as error:  # the job computes on; the next checkpoint tries again
+            published.path.unlink(missing_ok=True)
+            self.outage.failed(error)
+            log.info("job %s: checkpoint of step %d not recorded", self.job_id, checkpoint.step)
 
     # --- progress and metrics --------------------------------------------------------
 
@@ -159,7 +193,9 @@ class RunContext:
             "epoch": epoch,
             "metrics": {k: float(v) for k, v in (metrics or {}).items()},
         }
-        if time.monotonic() - self._last_progress_write >= PROGRESS_WRITE_SECONDS:
+        now = time.monotonic()
+        ready = now >= self._retry_at or not self.outage.down  # an outage ended: at once
+        if now - self._last_progress_write >= PROGRESS_WRITE_SECONDS and ready:
             self.flush()
 
     def flush(self) -> None:
@@ -169,26 +205,33 @@ class RunContext:
             return
         now = time.monotonic()
         self._last_progress_write = now
-        with self.sessions.begin() as session:
-            ours = jobs.record_progress(session, self.job_id, self.token, **values)
-            if ours and now - self._last_progress_event >= PROGRESS_EVENT_SECONDS:
-                self._last_progress_event = now
-                jobs.add_event(
-                    session, self.job_id, EventType.PROGRESS, values, run_token=self.token
-                )
+        try:
+            with self.sessions.begin() as session:
+                ours = jobs.record_progress(session, self.job_id, self.token, **values)
+                if ours and now - self._last_progress_event >= PROGRESS_EVENT_SECONDS:
+                    self._last_progress_event = now
+                    jobs.add_event(
+                        session, self.job_id, EventType.PROGRESS, values, run_token=self.token
+                    )
+        except UNAVAILABLE as error:  # progress waits for a later report; the job goes on
+            self._pending_progress = self._pending_progress or values
+            if self.lease_surely_lost():
+                self._lost()
+            self._retry_at = time.monotonic() + self.outage.failed(error)
+            return
+        self.outage.succeeded()
         if not ours:
             self._lost()
         if self.on_progress is not None:
-            try:
-                self.on_progress(values)
-            except Exception as error:  # live display only: the database has the progress
-                log.warning("job %s: could not publish progress: %s", self.job_id, error)
+            self.on_progress(values)
 
     def metrics(self, values: Mapping[str, float], *, step: int, epoch: int | None = None) -> None:
         payload = {"step": step, "epoch": epoch, **{k: float(v) for k, v in values.items()}}
-        with self.sessions.begin() as session:
-            ours = jobs.add_run_event(session, self.job_id, self.token, EventType.METRICS, payload)
-        if not ours:
+        if not self.write(
+            lambda session: jobs.add_run_event(
+                session, self.job_id, self.token, EventType.METRICS, payload
+            )
+        ):
             self._lost()
 
     # --- outputs ---------------------------------------------------------------------
@@ -207,7 +250,8 @@ class RunContext:
         for label, value in (("role", role), ("name", name)):
             if not PLAIN_NAME.match(value):
                 raise ValueError(f"output {label} {value!r} is not a plain file name")
-        published = publish(self.run_dir / role / name, as_writer(data))
+        with disk_full_is_a_job_error(f"output {role}/{name}"):
+            published = publish(self.run_dir / role / name, as_writer(data))
         row = self._output_row(role, name, published)  # `name`, whatever name the file got
         row.step, row.epoch = step, epoch
         self._commit(published, lambda session: jobs.record_output(
@@ -216,8 +260,7 @@ class RunContext:
         return published.path
 
     def outputs_of(self, job_id: str, role: str) -> dict[str, Path]:
-        with self.sessions() as session:
-            paths = jobs.outputs_of(session, job_id, role)
+        paths = self.write(lambda session: jobs.outputs_of(session, job_id, role))
         return {name: Path(path) for name, path in paths.items()}
 
     def _output_row(self, role: str, name: str, published: Published) -> Output:
@@ -231,18 +274,44 @@ class RunContext:
         )
 
     def _commit(
-        self, published: Published, record: Callable[[Session], jobs.Recorded | None]
+        self,
+        published: Published,
+        record: Callable[[Session], jobs.Recorded | None],
+        *,
+        wait: bool = True,
     ) -> None:
         """Make a published file count by recording it under the lease; a refused record
         takes the file away again (nothing of a run that lost its lease stays), a granted
         one frees the files no row points to any more."""
-        with self.sessions.begin() as session:
-            recorded = record(session)
+        recorded = self.write(record, wait=wait)
         if recorded is None:
             published.path.unlink(missing_ok=True)
             self._lost()
         for path in recorded.unreferenced:
             Path(path).unlink(missing_ok=True)
+
+    def lease_surely_lost(self) -> bool:
+        return self.lease_lost.is_set() or time.monotonic() > self.lease_valid_until
+
+    def write(self, change: Callable[[Session], T], *, wait: bool = True) -> T:
+        """`change` in one transaction. A database outage is waited out (unless not
+        `wait`: then the error is raised) for as long as the lease may still be ours;
+        after that the run ends (LeaseLost) without writing."""
+        outage = self.outage
+        while True:
+            try:
+                with self.sessions.begin() as session:
+                    result = change(session)
+            except UNAVAILABLE as error:
+                if self.lease_surely_lost():
+                    self._lost()
+                if not wait:
+                    raise
+                pause = outage.failed(error)
+                time.sleep(min(pause, max(self.lease_valid_until - time.monotonic(), 0.1)))
+                continue
+            outage.succeeded()
+            return result
 
     def _lost(self) -> NoReturn:
         self.lease_lost.set()

@@ -11,9 +11,10 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from types import ModuleType
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,10 +24,11 @@ from core.errors import one_line
 from core.inputs import resolve_inputs
 from core.settings import Settings, load_settings
 from db import jobs
-from db.engine import session_factory
+from db.engine import UNAVAILABLE, session_factory
 from db.models import JobStatus, StopRequest
 from kinds import load_kind
 from kinds.contract import JobError
+from worker.live_progress import LiveProgress
 from worker.model_cache import PROCESS_CACHE, ProcessModelCache
 from worker.run_context import LeaseLost, RunContext, StopRequested
 
@@ -42,7 +44,11 @@ OUT_OF_MEMORY_ERRORS = {"ResourceExhaustedError", "OutOfMemoryError", "MemoryErr
 
 
 class Heartbeat(threading.Thread):
-    """Renews the lease and relays stop requests to the context until stopped."""
+    """Renews the lease and relays stop requests to the context until stopped.
+
+    Through a database outage the job goes on computing while the lease may still be
+    ours; once it surely has expired, the context is told the lease is lost, and the run
+    ends at its next step boundary without writing."""
 
     def __init__(self, ctx: RunContext, sessions: sessionmaker[Session], lease: float) -> None:
         super().__init__(name=f"heartbeat-{ctx.job_id}", daemon=True)
@@ -53,20 +59,38 @@ class Heartbeat(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
+        outage = self.ctx.outage
         while not self.done.wait(self.interval):
+            asked = time.monotonic()
             try:
                 with self.sessions.begin() as session:
                     ours, stop = jobs.renew_lease(
                         session, self.ctx.job_id, self.ctx.token, self.lease
                     )
-            except Exception:
-                log.exception("lease renewal of job %s failed; trying again", self.ctx.job_id)
+            except UNAVAILABLE as error:
+                outage.failed(error)
+                if self.ctx.lease_surely_lost():
+                    log.warning("job %s: lease expired during the outage", self.ctx.job_id)
+                    self.ctx.lease_lost.set()
+                    return
                 continue
+            outage.succeeded()
             if not ours:
                 self.ctx.lease_lost.set()
                 return
+            self.ctx.lease_valid_until = asked + self.lease
             if stop:
                 self.ctx.request_stop(StopRequest(stop))
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a run ended, before it is recorded."""
+
+    status: str  # "succeeded", "failed", or a stop request
+    code: str | None = None
+    message: str | None = None
+    retryable: bool = False
 
 
 def execute(
@@ -82,8 +106,13 @@ def execute(
     the class of the run's context (benchmarks pass a subclass that takes times)."""
     settings = settings or load_settings()
     sessions = session_factory(settings.database_url)
-    with sessions.begin() as session:
-        claim = jobs.claim(session, job_id, owner, os.getpid(), settings.lease_seconds)
+    asked = time.monotonic()
+    try:
+        with sessions.begin() as session:
+            claim = jobs.claim(session, job_id, owner, os.getpid(), settings.lease_seconds)
+    except UNAVAILABLE as error:  # the job stays queued: the scheduler sends it again
+        log.warning("job %s not claimed: database unreachable (%s)", job_id, one_line(error))
+        return "database_unavailable"
     if claim is None:
         log.info("job %s is not claimable (ended, running elsewhere, or stopped)", job_id)
         return "skipped"
@@ -91,7 +120,11 @@ def execute(
         log.error("job %s is a %s job delivered as %s", job_id, claim.kind, kind)
     PROCESS_CACHE.max_entries = settings.model_cache_entries
     ctx = context(claim, settings, sessions, PROCESS_CACHE)
-    ctx.on_progress = on_progress
+    ctx.lease_valid_until = asked + settings.lease_seconds
+    live = LiveProgress(on_progress, job_id) if on_progress is not None else None
+    if live is not None:
+        live.start()
+        ctx.on_progress = live.offer
     if swept := ctx.sweep():
         log.info("job %s: removed %d temporary files of earlier runs", job_id, swept)
     heartbeat = Heartbeat(ctx, sessions, settings.lease_seconds)
@@ -101,69 +134,77 @@ def execute(
     finally:
         heartbeat.done.set()
         heartbeat.join()
+        if live is not None:
+            live.stop()
     wake_scheduler(settings)
     return outcome
 
 
 def _run_and_record(ctx: RunContext, kind: str, settings: Settings) -> str:
     try:
-        module = load_kind(kind)
-        values = resolve_inputs(ctx.spec, getattr(module, "INPUT_FILES", ()), settings.home)
-        spec = module.Spec.model_validate_json(json.dumps(values))
-        _run(module, spec, ctx)
-    except StopRequested as stop:
-        return _stopped(ctx, stop.reason)
+        ending = _run(ctx, kind, settings)
+        ctx.flush()
+        return ctx.write(lambda session: _record(session, ctx, settings, ending))
     except LeaseLost:
         log.warning("job %s: lease lost; another worker owns it now", ctx.job_id)
         return "lease_lost"
+
+
+def _run(ctx: RunContext, kind: str, settings: Settings) -> Ending:
+    """Run the kind; how it ended (LeaseLost passes through: nothing is to be recorded)."""
+    try:
+        module = load_kind(kind)
+        values = resolve_inputs(ctx.spec, getattr(module, "INPUT_FILES", ()), settings.home)
+        spec = module.Spec.model_validate_json(json.dumps(values))
+        module.run(spec, ctx)
+    except StopRequested as stop:
+        return Ending(str(stop.reason))
+    except LeaseLost:
+        raise
     except JobError as error:
-        return _failed(ctx, settings, error.code, error.message, error.retryable)
+        return Ending("failed", error.code, error.message, error.retryable)
     except Exception as error:
+        if not _still_ours(ctx):  # a stale run meets what the new owner did: not its error
+            raise LeaseLost from None
         log.exception("job %s raised", ctx.job_id)
         code, retryable = _classify(error)
-        return _failed(ctx, settings, code, one_line(error), retryable)
-    ctx.flush()
-    with ctx.sessions.begin() as session:
-        if not jobs.finish(session, ctx.job_id, ctx.token, JobStatus.SUCCEEDED):
-            return "lease_lost"
-        ctx.record_cache_use(session)
-    return "succeeded"
-
-
-def _run(module: ModuleType, spec: object, ctx: RunContext) -> None:
-    module.run(spec, ctx)
+        return Ending("failed", code, one_line(error), retryable)
     if ctx.lease_lost.is_set():
         raise LeaseLost
+    return Ending("succeeded")
 
 
-def _stopped(ctx: RunContext, reason: StopRequest) -> str:
-    ctx.flush()
-    with ctx.sessions.begin() as session:
-        if reason == StopRequest.CANCEL:
-            jobs.finish(session, ctx.job_id, ctx.token, JobStatus.CANCELLED)
-        else:
-            jobs.release(session, ctx.job_id, ctx.token, reason)
-    return str(reason)
+def _still_ours(ctx: RunContext) -> bool:
+    if ctx.lease_lost.is_set():
+        return False
+    return ctx.write(lambda session: jobs.holds_lease(session, ctx.job_id, ctx.token))
 
 
-def _failed(ctx: RunContext, settings: Settings, code: str, message: str, retryable: bool) -> str:
-    ctx.flush()
-    with ctx.sessions.begin() as session:
-        if retryable and ctx.attempt < ctx.max_attempts:
-            delay = settings.retry_backoff_seconds * 2 ** (ctx.attempt - 1)
-            jobs.retry_later(
-                session, ctx.job_id, ctx.token, timedelta(seconds=delay), code, message
-            )
-            return "retry"
-        jobs.finish(
-            session,
-            ctx.job_id,
-            ctx.token,
-            JobStatus.FAILED,
-            error_code=code,
-            error_message=message,
-        )
-    return "failed"
+def _record(session: Session, ctx: RunContext, settings: Settings, ending: Ending) -> str:
+    """The job's transition for `ending`, under the run's lease; "lease_lost" if refused."""
+    job_id, token = ctx.job_id, ctx.token
+    if ending.status == "succeeded":
+        if not jobs.finish(session, job_id, token, JobStatus.SUCCEEDED):
+            return "lease_lost"
+        ctx.record_cache_use(session)
+        return "succeeded"
+    if ending.status == "failed":
+        assert ending.code is not None and ending.message is not None
+        if ending.retryable and ctx.attempt < ctx.max_attempts:
+            delay = timedelta(seconds=settings.retry_backoff_seconds * 2 ** (ctx.attempt - 1))
+            ours = jobs.retry_later(session, job_id, token, delay, ending.code, ending.message)
+            return "retry" if ours else "lease_lost"
+        ours = jobs.finish(
+            session, job_id, token, JobStatus.FAILED,
+            error_code=ending.code, error_message=ending.message,
+        )  # fmt: skip
+        return "failed" if ours else "lease_lost"
+    stop = StopRequest(ending.status)
+    if stop == StopRequest.CANCEL:
+        ours = jobs.finish(session, job_id, token, JobStatus.CANCELLED)
+    else:
+        ours = jobs.release(session, job_id, token, stop)
+    return str(stop) if ours else "lease_lost"
 
 
 def _classify(error: BaseException) -> tuple[str, bool]:

@@ -186,7 +186,7 @@ def _spec_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _spec_from(args: argparse.Namespace) -> dict[str, Any]:
-    from scheduler.specs import SpecError, parse_assignment
+    from scheduler.specs import SpecError, parse_assignments
 
     spec: dict[str, Any] = {}
     if args.file:
@@ -196,7 +196,7 @@ def _spec_from(args: argparse.Namespace) -> dict[str, Any]:
             raise SpecError(f"--file {args.file}: {error}") from None
         if not isinstance(spec, dict):
             raise SpecError(f"--file {args.file}: expected a JSON object")
-    spec.update(parse_assignment(item) for item in args.set)
+    spec.update(parse_assignments(args.kind, args.set))
     return spec
 
 

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from core.errors import UserError, one_line
 from kinds import load_kind
@@ -35,7 +35,6 @@ def validate_spec(kind: str, values: dict[str, Any], submission: Submission) -> 
     except ValueError as error:
         raise SpecError(str(error)) from None
     model_inputs = dict(getattr(module, "MODEL_INPUTS", {}))
-    values = job_ids_as_text(values, model_inputs)
     try:
         spec = module.Spec.model_validate_json(json.dumps(values), context=submission)
     except ValidationError as error:
@@ -48,16 +47,6 @@ def validate_spec(kind: str, values: dict[str, Any], submission: Submission) -> 
         input_files=tuple(getattr(module, "INPUT_FILES", ())),
         model_inputs=model_inputs,
     )
-
-
-def job_ids_as_text(values: dict[str, Any], model_inputs: dict[str, Any]) -> dict[str, Any]:
-    """`--set model=799394` reads an all-digit job id prefix as a number: take it back."""
-    numbers = [
-        field
-        for field in model_inputs
-        if isinstance(values.get(field), int) and not isinstance(values[field], bool)
-    ]
-    return {**values, **{field: str(values[field]) for field in numbers}}
 
 
 def describe(error: ValidationError) -> str:
@@ -77,13 +66,37 @@ def describe(error: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def parse_assignment(text: str) -> tuple[str, Any]:
-    """`key=value`; the value is JSON when it parses as JSON, else a string."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise SpecError(f"--set expects key=value, got {text!r}")
+def parse_assignments(kind: str, items: list[str]) -> dict[str, Any]:
+    """`key=value` items; a value is JSON when it parses as JSON, else a string, except that
+    a field that takes only text keeps the text as typed: a job id such as `386e7667` or
+    `799394` would otherwise read as a number."""
     try:
-        value = json.loads(raw)
+        text_only = text_fields(load_kind(kind).Spec)
+    except ValueError as error:
+        raise SpecError(str(error)) from None
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SpecError(f"--set expects key=value, got {item!r}")
+        values[key] = raw if key in text_only else json_or_text(raw)
+    return values
+
+
+def json_or_text(raw: str) -> Any:
+    try:
+        return json.loads(raw)
     except json.JSONDecodeError:
-        value = raw
-    return key.strip(), value
+        return raw
+
+
+def text_fields(spec: type[BaseModel]) -> set[str]:
+    """Fields whose schema admits strings (or null) and nothing else."""
+    fields = set()
+    for name, schema in spec.model_json_schema().get("properties", {}).items():
+        options = schema.get("anyOf", [schema])
+        types = {option.get("type") for option in options}
+        if "string" in types and types <= {"string", "null"}:
+            fields.add(name)
+    return fields

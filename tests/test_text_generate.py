@@ -15,7 +15,7 @@ import pytest
 from db import jobs
 from kinds.contract import Submission
 from kinds.text_generate import DEFAULT_QUEUE, MODEL_INPUTS, Spec
-from scheduler.specs import SpecError, validate_spec
+from scheduler.specs import SpecError, parse_assignments, validate_spec
 from tests.fixtures.jobs import Stacks, assert_refused_at_submit, finished, output_bytes
 from tests.fixtures.stacks import Stack
 from tests.fixtures.trained import TEXT_SPECS, shared_corpus, text_stack, trained_job
@@ -26,8 +26,10 @@ from tests.fixtures.trained import TEXT_SPECS, shared_corpus, text_stack, traine
 def test_spec_defaults_and_model_reference(tmp_path: Path) -> None:
     spec = Spec(model="abcd1234")
     nothing = Submission(outputs_of=lambda reference, role: None)
-    digits = validate_spec("text-generate", {"model": 799394}, nothing)  # --set model=799394
-    assert digits.values["model"] == "799394"
+    for job_id in ("799394", "386e766708994078", "1e5"):  # read as numbers, were they JSON
+        values = parse_assignments("text-generate", [f"model={job_id}", "length=7"])
+        assert values == {"model": job_id, "length": 7}
+        assert validate_spec("text-generate", values, nothing).values["model"] == job_id
     assert (DEFAULT_QUEUE, MODEL_INPUTS) == ("cpu", {"model": ("text-lm",)})
     assert (spec.prompt, spec.length, spec.seed) == (None, 50, 0)
     assert spec.temperatures == [0.2, 0.5, 0.7, 1.0, 1.5]

@@ -42,6 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from core.inputs import store_inputs  # noqa: E402
 from core.settings import Settings, load_settings  # noqa: E402
+from core.storage import open_storage  # noqa: E402
 from db import jobs  # noqa: E402
 from db.engine import session_factory  # noqa: E402
 from db.migrate import ensure_current  # noqa: E402
@@ -377,7 +378,7 @@ class LocalRuntime:
     def submit(self, kind: str, spec: Mapping[str, Any]) -> str:
         """A queued job: the spec validated and its input files stored, as at submit."""
         valid = validate_spec(kind, dict(spec), Submission(outputs_of=lambda reference, role: None))
-        values = store_inputs(valid.values, valid.input_files, self.settings)
+        values = store_inputs(valid.values, valid.input_files, open_storage(self.settings))
         with self.sessions.begin() as session:
             job_id = jobs.create_job(session, kind=kind, spec=values, queue=valid.queue).id
             jobs.mark_queued(session, job_id)

@@ -1,51 +1,43 @@
-"""The input store: files named in a spec are copied at submit into a content-addressed
-folder under ATELIER_HOME, so every worker reads exactly what was submitted, even if the
-original changes or disappears, and the same file submitted twice is stored once.
-
-Specs keep the stored file as a path relative to ATELIER_HOME ("inputs/<sha256>.png"),
-so workers that mount the shared home at another path still find it.
-"""
+"""The input store: files named in a spec are copied at submit into the store under a
+content-addressed key (`inputs/<sha256>.png`), so every worker, on any machine, reads
+exactly what was submitted, even if the original changes or disappears, and the same file
+submitted twice is stored once. Specs keep the key."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import shutil
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from core.publish import publish_copy, sha256_of
-from core.settings import Settings
+from core.publish import sha256_of
+from core.storage import Storage
 
 STORE_FOLDER = "inputs"
 
 
-def store_inputs(
-    spec: dict[str, Any], fields: tuple[str, ...], settings: Settings
-) -> dict[str, Any]:
-    """The spec with each input-file field (a path or a list of paths) replaced by its copy."""
-    stored = dict(spec)
+def store_inputs(spec: dict[str, Any], fields: tuple[str, ...], store: Storage) -> dict[str, Any]:
+    """The spec with each input-file field (a path or a list of paths) replaced by its key."""
+    return _each(spec, fields, lambda value: store_file(Path(value), store))
+
+
+def resolve_inputs(spec: dict[str, Any], fields: tuple[str, ...], store: Storage) -> dict[str, Any]:
+    """The spec with stored inputs as local files on this machine."""
+    return _each(spec, fields, lambda key: str(store.local_path(key, PurePosixPath(key).stem)))
+
+
+def _each(spec: dict[str, Any], fields: tuple[str, ...], change: Any) -> dict[str, Any]:
+    changed = dict(spec)
     for field in fields:
-        value = stored.get(field)
+        value = changed.get(field)
         if isinstance(value, str):
-            stored[field] = store_file(Path(value), settings.home)
+            changed[field] = change(value)
         elif isinstance(value, list):
-            stored[field] = [store_file(Path(item), settings.home) for item in value]
-    return stored
+            changed[field] = [change(item) for item in value]
+    return changed
 
 
-def resolve_inputs(spec: dict[str, Any], fields: tuple[str, ...], home: Path) -> dict[str, Any]:
-    """The spec with stored inputs as absolute paths under this machine's ATELIER_HOME."""
-    resolved = dict(spec)
-    for field in fields:
-        value = resolved.get(field)
-        if isinstance(value, str):
-            resolved[field] = str(home / value)
-        elif isinstance(value, list):
-            resolved[field] = [str(home / item) for item in value]
-    return resolved
-
-
-def store_file(source: Path, home: Path) -> str:
-    digest = sha256_of(source)
-    target = home / STORE_FOLDER / f"{digest}{source.suffix.lower()}"
-    if not target.exists():
-        publish_copy(source, target, replace=True)  # content-addressed: same bytes
-    return f"{STORE_FOLDER}/{target.name}"
+def store_file(source: Path, store: Storage) -> str:
+    key = f"{STORE_FOLDER}/{sha256_of(source)}{source.suffix.lower()}"
+    if not store.exists(key):  # content-addressed: the same bytes may be written twice
+        store.publish(key, lambda path: shutil.copyfile(source, path), replace=True)
+    return key

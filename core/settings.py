@@ -26,7 +26,8 @@ class SettingsError(UserError):
 @dataclass(frozen=True)
 class Settings:
     home: Path
-    """Root of inputs, outputs and checkpoints; shared storage when workers span machines."""
+    """This machine's Atelier folder: the default store of inputs, outputs and checkpoints
+    (without ATELIER_STORAGE_URL), the SQLite database, the embedded Redis, logs."""
     database_url: str
     """SQLAlchemy URL: SQLite file by default, postgresql+psycopg://… in production."""
     broker_url: str
@@ -41,6 +42,11 @@ class Settings:
     model_cache_entries: int
     """Built models and compiled steps a worker process keeps between jobs (least
     recently used dropped first)."""
+    storage_url: str | None = None
+    """Where inputs, checkpoints and outputs live: None for ATELIER_HOME itself, or an
+    S3-compatible bucket, `s3://bucket/prefix` (core.storage)."""
+    cache_dir: Path = Path(".atelier-cache")
+    """This machine's copies of stored files it read (an object store's), and datasets."""
 
     @property
     def embedded_broker(self) -> bool:
@@ -74,7 +80,21 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         model_cache_entries=int(
             _positive(env, "ATELIER_MODEL_CACHE_ENTRIES", DEFAULT_MODEL_CACHE_ENTRIES)
         ),
+        storage_url=_storage_url(env),
+        cache_dir=Path(env.get("ATELIER_CACHE_DIR") or user_cache(env) / "atelier").resolve(),
     )
+
+
+def _storage_url(env: Mapping[str, str]) -> str | None:
+    url = env.get("ATELIER_STORAGE_URL") or None
+    if url is not None and (not url.startswith("s3://") or len(url) <= len("s3://")):
+        raise SettingsError(f"ATELIER_STORAGE_URL must be s3://bucket[/prefix], got {url!r}")
+    return url
+
+
+def user_cache(env: Mapping[str, str]) -> Path:
+    """The user's cache folder (XDG's rule; ~/.cache)."""
+    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 
 
 def _positive(env: Mapping[str, str], name: str, default: float) -> float:

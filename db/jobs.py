@@ -348,14 +348,14 @@ def record_resume(session: Session, job_id: str, token: str, step: int) -> bool:
 
 CHECKPOINT_ROLE = "checkpoint"
 LATEST_CHECKPOINT, PREVIOUS_CHECKPOINT = "latest.npz", "previous.npz"
-"""Output names of a job's current checkpoint and the one before it (rows, whose path
+"""Output names of a job's current checkpoint and the one before it (rows, whose key
 points at the file): the pointers a resume trusts, changed only under the lease."""
 
 
 @dataclass(frozen=True)
 class Recorded:
     unreferenced: tuple[str, ...]
-    """Paths of files that no row points to any more: the writer removes them."""
+    """Keys of files that no row points to any more: the writer removes them."""
 
 
 def record_output(session: Session, job_id: str, token: str, output: Output) -> Recorded | None:
@@ -364,10 +364,10 @@ def record_output(session: Session, job_id: str, token: str, output: Output) -> 
     if not _set_status(session, job_id, _owned(token)):
         return None
     same = (Output.job_id == job_id, Output.role == output.role, Output.name == output.name)
-    replaced = session.scalars(select(Output.path).where(*same)).all()
+    replaced = session.scalars(select(Output.key).where(*same)).all()
     session.execute(delete(Output).where(*same))
     session.add(output)
-    return Recorded(tuple(path for path in replaced if path != output.path))
+    return Recorded(tuple(key for key in replaced if key != output.key))
 
 
 def record_checkpoint(session: Session, job_id: str, token: str, output: Output) -> Recorded | None:
@@ -387,7 +387,7 @@ def record_checkpoint(session: Session, job_id: str, token: str, output: Output)
             update(Output).where(Output.id == latest.id).values(name=PREVIOUS_CHECKPOINT)
         )
     session.add(output)
-    return Recorded((dropped.path,) if dropped is not None else ())
+    return Recorded((dropped.key,) if dropped is not None else ())
 
 
 def finish(
@@ -458,12 +458,25 @@ def release(session: Session, job_id: str, token: str, stop: StopRequest) -> boo
     return True
 
 
-def outputs_of(session: Session, job_id: str, role: str) -> dict[str, str]:
-    """Name -> recorded path of the outputs of `job_id` under `role`."""
+@dataclass(frozen=True)
+class StoredOutput:
+    key: str
+    sha256: str
+
+
+def outputs_of(session: Session, job_id: str, role: str) -> dict[str, StoredOutput]:
+    """Name -> where in the store the outputs of `job_id` under `role` are."""
     rows = session.execute(
-        select(Output.name, Output.path).where(Output.job_id == job_id, Output.role == role)
+        select(Output.name, Output.key, Output.sha256).where(
+            Output.job_id == job_id, Output.role == role
+        )
     ).all()
-    return {name: path for name, path in rows}
+    return {name: StoredOutput(key, sha256) for name, key, sha256 in rows}
+
+
+def keys_of(session: Session, job_id: str) -> set[str]:
+    """Every key the rows of `job_id` point to."""
+    return set(session.scalars(select(Output.key).where(Output.job_id == job_id)).all())
 
 
 def request_stop_for_owner(session: Session, owner: str, stop: StopRequest) -> list[str]:

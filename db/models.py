@@ -124,7 +124,8 @@ class Output(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     role: Mapped[str] = mapped_column(String(32))
     name: Mapped[str] = mapped_column(String(255))
-    path: Mapped[str] = mapped_column(Text)
+    key: Mapped[str] = mapped_column(Text)
+    """Where the file is in the store, relative to it (core.storage)."""
     step: Mapped[int | None] = mapped_column(Integer, default=None)
     epoch: Mapped[int | None] = mapped_column(Integer, default=None)
     sha256: Mapped[str] = mapped_column(String(64))

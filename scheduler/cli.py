@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 def _report(error: Exception) -> int:
     """One line on stderr; the exit code says whose problem it is."""
     from core.errors import UserError, detail, one_line
+    from core.storage import CorruptFile, StorageUnavailable
     from db.engine import UNAVAILABLE
     from db.migrate import SchemaOutdated
 
@@ -56,6 +57,12 @@ def _report(error: Exception) -> int:
         reason = detail(getattr(error, "orig", None) or error)  # the driver's words
         print(f"atelier: error: database unreachable at {database}: {reason}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    if isinstance(error, StorageUnavailable):
+        print(f"atelier: error: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    if isinstance(error, CorruptFile):
+        print(f"atelier: failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
     log = _log_traceback(error)
     print(f"atelier: failed: {one_line(error)} (traceback in {log})", file=sys.stderr)
     return EXIT_FAILED
@@ -144,6 +151,12 @@ def _parser() -> argparse.ArgumentParser:
     outputs = command("outputs", cmd_outputs, "a job's recorded outputs")
     outputs.add_argument("job")
     outputs.add_argument("--json", action="store_true")
+    outputs.add_argument(
+        "--download", type=Path, metavar="DIR",
+        help="fetch the files into DIR/<role>/<name>, each checked against its sha256",
+    )  # fmt: skip
+    outputs.add_argument("--role", help="only outputs of this role (e.g. model, sample)")
+    outputs.add_argument("--name", help="only outputs of this name (e.g. generator.keras)")
 
     events = command("events", cmd_events, "a job's history: starts, metrics, resumes, errors")
     events.add_argument("job")
@@ -255,7 +268,7 @@ def _progress_text(view: Any) -> str:
 
 def _output_text(output: Any) -> str:
     where = f"epoch {output.epoch}" if output.epoch is not None else f"step {output.step}"
-    return f"#{output.id:<6} {output.role:<10} {where:<12} {output.path}"
+    return f"#{output.id:<6} {output.role:<10} {where:<12} {output.location}"
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -341,11 +354,21 @@ def cmd_change(args: argparse.Namespace) -> int:
 
 
 def cmd_outputs(args: argparse.Namespace) -> int:
-    view = _client().get(args.job)
-    if args.json:
-        print(json.dumps([o.__dict__ for o in view.outputs], indent=2))
+    client = _client()
+    view = client.get(args.job)
+    chosen = [
+        output
+        for output in view.outputs
+        if args.role in (None, output.role) and args.name in (None, output.name)
+    ]
+    if args.download is not None:
+        for output in chosen:
+            print(client.download(output, args.download))
         return 0
-    for output in view.outputs:
+    if args.json:
+        print(json.dumps([o.__dict__ for o in chosen], indent=2))
+        return 0
+    for output in chosen:
         print(_output_text(output))
     return 0
 

@@ -17,6 +17,7 @@ from core.broker import wake_scheduler
 from core.errors import UserError
 from core.inputs import store_inputs
 from core.settings import Settings, load_settings
+from core.storage import Storage, open_storage
 from db import jobs
 from db.engine import reader_factory, session_factory
 from db.migrate import ensure_current
@@ -41,7 +42,10 @@ class OutputView:
     """A model output's id names its job in a sampler's `model` field."""
     role: str
     name: str
-    path: str
+    key: str
+    """Where the file is in the store, relative to it."""
+    location: str
+    """Where a person opens it: a local path, or an s3:// URL."""
     step: int | None
     epoch: int | None
     sha256: str
@@ -92,6 +96,7 @@ class Client:
         ensure_current(self.settings.database_url)
         self.sessions = session_factory(self.settings.database_url)
         self.readers = reader_factory(self.settings.database_url)
+        self.store: Storage = open_storage(self.settings)
 
     def submit(
         self,
@@ -112,7 +117,7 @@ class Client:
                 waits_for.add(self._dependency(session, after))
             if len(waits_for) > 1:
                 raise SpecError(f"a job can wait for one other job, not {sorted(waits_for)}")
-            values = store_inputs(values, valid.input_files, self.settings)
+            values = store_inputs(values, valid.input_files, self.store)
             job = jobs.create_job(
                 session,
                 kind=kind,
@@ -158,8 +163,9 @@ class Client:
             job = self._model_source(session, reference)
             if job is None:
                 return None
-            paths = jobs.outputs_of(session, job.id, role)
-        return job.id, {name: Path(path) for name, path in paths.items()}
+            stored = jobs.outputs_of(session, job.id, role)
+        files = {name: self.store.local_path(o.key, o.sha256) for name, o in stored.items()}
+        return job.id, files
 
     def _model_source(self, session: Session, reference: str) -> Job | None:
         """The job a `model` field names: a job id, a unique prefix of one, or the id of
@@ -202,14 +208,14 @@ class Client:
             outputs = session.scalars(
                 select(Output).where(Output.job_id == job.id).order_by(Output.id)
             ).all()
-            return _view(job, list(outputs))
+            return _view(job, list(outputs), self.store)
 
     def list(self, *, status: str | None = None, limit: int = 50) -> list[JobView]:
         with self.readers() as session:
             query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
             if status:
                 query = query.where(Job.status == status)
-            return [_view(job, []) for job in session.scalars(query).all()]
+            return [_view(job, [], self.store) for job in session.scalars(query).all()]
 
     def count(self, status: str) -> int:
         with self.readers() as session:
@@ -239,6 +245,11 @@ class Client:
         wake_scheduler(self.settings)
         return outcome
 
+    def download(self, output: OutputView, folder: Path) -> Path:
+        """A copy of `output` at `folder/<role>/<name>` on this machine, its sha256 checked."""
+        target = folder / output.role / output.name
+        return self.store.download(output.key, target, output.sha256)
+
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> JobView:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -250,7 +261,7 @@ class Client:
             time.sleep(poll)
 
 
-def _view(job: Job, outputs: list[Output]) -> JobView:
+def _view(job: Job, outputs: list[Output], store: Storage) -> JobView:
     running = job.status == JobStatus.RUNNING
     return JobView(
         id=job.id,
@@ -276,7 +287,17 @@ def _view(job: Job, outputs: list[Output]) -> JobView:
         finished_at=job.finished_at,
         spec=dict(job.spec),
         outputs=[
-            OutputView(o.id, o.role, o.name, o.path, o.step, o.epoch, o.sha256, o.bytes)
+            OutputView(
+                id=o.id,
+                role=o.role,
+                name=o.name,
+                key=o.key,
+                location=store.location(o.key),
+                step=o.step,
+                epoch=o.epoch,
+                sha256=o.sha256,
+                bytes=o.bytes,
+            )
             for o in outputs
         ],
     )

@@ -75,7 +75,7 @@ SETTLE_SECONDS = 2.0
 
 def summary_of(view: JobView) -> dict[str, Any]:
     [result] = [o for o in view.outputs if o.role == "result" and o.name == "summary.json"]
-    return json.loads(Path(result.path).read_text())
+    return json.loads(Path(result.location).read_text())
 
 
 def deterministic(summary: dict[str, Any]) -> dict[str, Any]:

@@ -71,7 +71,7 @@ def test_killed_worker_job_resumes_from_its_checkpoint_to_identical_bytes(
     results = [(o.role, o.name) for o in view.outputs if o.role != "checkpoint"]
     assert len(results) == len(set(results)), "one final result per output"
     files = {
-        f"{o.role}/{o.name}": Path(o.path).read_bytes()
+        f"{o.role}/{o.name}": Path(o.location).read_bytes()
         for o in view.outputs
         if o.role != "checkpoint"
     }

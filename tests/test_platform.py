@@ -18,7 +18,7 @@ from tests.fixtures.stacks import Stack
 
 def summary(view: JobView) -> dict:
     [result] = [o for o in view.outputs if o.role == "result"]
-    return json.loads(Path(result.path).read_text())
+    return json.loads(Path(result.location).read_text())
 
 
 def test_job_runs_to_success_with_its_outputs(stack: Stack) -> None:
@@ -33,9 +33,10 @@ def test_job_runs_to_success_with_its_outputs(stack: Stack) -> None:
         ("checkpoint", "latest.npz"), ("checkpoint", "previous.npz"), ("result", "summary.json")
     ]  # fmt: skip
     assert [by_name["checkpoint", name].step for name in ("latest.npz", "previous.npz")] == [10, 5]
-    run = Path(stack.settings.outputs_dir / job_id / view.outputs[0].path.split("/")[-3])
+    run = Path(stack.settings.outputs_dir / job_id / view.outputs[0].location.split("/")[-3])
     for output in view.outputs:  # every file in the run's own folder, as recorded
-        path = Path(output.path)
+        path = Path(output.location)
+        assert output.key == path.relative_to(stack.settings.home).as_posix()
         assert path.is_relative_to(run) and output.bytes == path.stat().st_size
         assert hashlib.sha256(path.read_bytes()).hexdigest() == output.sha256
     files = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}

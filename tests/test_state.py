@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.presence import WorkerSlots
 from core.publish import sha256_of
+from core.storage import DirectoryStore
 from db import jobs
 from db.engine import session_factory
 from db.migrate import HEAD_REVISION, MIGRATIONS, current_revision, ensure_current, upgrade
@@ -151,31 +152,38 @@ def test_free_slots_never_overbook() -> None:
 
 
 def test_checkpoint_falls_back_to_previous_when_latest_is_corrupt(tmp_path: Path) -> None:
-    store = CheckpointStore(tmp_path)
-    assert load_checkpoint(store.saved()) is None
+    files = DirectoryStore(tmp_path)
+    store = CheckpointStore(files, "run/checkpoints")
+    assert load_checkpoint(files, [(key, None) for key in store.saved()]) is None
     first = store.save(Checkpoint(step=5, arrays={"w": np.arange(3.0)}, meta={"epoch": 1}))
     latest = store.save(Checkpoint(step=10, arrays={"w": np.arange(3.0) * 2}, meta={"epoch": 2}))
-    assert (first.path.name, latest.path.name) == ("step_00000005.npz", "step_00000010.npz")
-    loaded = load_checkpoint([latest.path, first.path])
+    assert (first.key, latest.key) == (
+        "run/checkpoints/step_00000005.npz", "run/checkpoints/step_00000010.npz"
+    )
+    both = [(latest.key, None), (first.key, None)]
+    loaded = load_checkpoint(files, both)
     assert loaded is not None and loaded.step == 10 and loaded.meta == {"epoch": 2}
     np.testing.assert_array_equal(loaded.arrays["w"], [0.0, 2.0, 4.0])
-    data = latest.path.read_bytes()
-    latest.path.write_bytes(data[: len(data) // 2])  # a torn write
-    fallback = load_checkpoint([latest.path, first.path])
+    path = files.path(latest.key)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a torn write
+    fallback = load_checkpoint(files, both)
     assert fallback is not None and fallback.step == 5
     np.testing.assert_array_equal(fallback.arrays["w"], [0.0, 1.0, 2.0])
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.rglob(".*.tmp"))
 
 
 def test_a_checkpoint_file_is_never_replaced(tmp_path: Path) -> None:
     """A second save of a step (a run resumed before it, or a stale writer) gets a name
     of its own: a file the database points at is never changed under it."""
-    store = CheckpointStore(tmp_path)
+    files = DirectoryStore(tmp_path)
+    store = CheckpointStore(files, "checkpoints")
     one = store.save(Checkpoint(step=4, arrays={"w": np.zeros(2)}))
     two = store.save(Checkpoint(step=4, arrays={"w": np.ones(2)}))
-    assert (one.path.name, two.path.name) == ("step_00000004.npz", "step_00000004.2.npz")
-    assert one.sha256 != two.sha256 and sha256_of(one.path) == one.sha256
-    assert store.saved() == [two.path, one.path]
+    names = (one.key, two.key)
+    assert names == ("checkpoints/step_00000004.npz", "checkpoints/step_00000004.2.npz")
+    assert one.sha256 != two.sha256 and sha256_of(files.path(one.key)) == one.sha256
+    assert store.saved() == [two.key, one.key]
 
 
 def test_checkpoint_pointers_move_only_under_the_lease(sessions: sessionmaker[Session]) -> None:
@@ -188,22 +196,25 @@ def test_checkpoint_pointers_move_only_under_the_lease(sessions: sessionmaker[Se
         claim = jobs.claim(session, job_id, "w@h", 1, 60)
         assert claim is not None
 
-    def checkpoint(path: str) -> Output:
+    def checkpoint(key: str) -> Output:
         return Output(
-            job_id=job_id, role=jobs.CHECKPOINT_ROLE, name=jobs.LATEST_CHECKPOINT, path=path,
-            sha256="0" * 64, bytes=1,
+            job_id=job_id, role=jobs.CHECKPOINT_ROLE, name=jobs.LATEST_CHECKPOINT, key=key,
+            sha256=key[0] * 64, bytes=1,
         )  # fmt: skip
 
     dropped = []
-    for path in ("a.npz", "b.npz", "c.npz"):
+    for key in ("a.npz", "b.npz", "c.npz"):
         with sessions.begin() as session:
-            recorded = jobs.record_checkpoint(session, job_id, claim.token, checkpoint(path))
+            recorded = jobs.record_checkpoint(session, job_id, claim.token, checkpoint(key))
             assert recorded is not None
             dropped.append(recorded.unreferenced)
         with sessions() as session:
             pointers = jobs.outputs_of(session, job_id, jobs.CHECKPOINT_ROLE)
     assert dropped == [(), (), ("a.npz",)]
-    assert pointers == {jobs.LATEST_CHECKPOINT: "c.npz", jobs.PREVIOUS_CHECKPOINT: "b.npz"}
+    assert pointers == {
+        jobs.LATEST_CHECKPOINT: jobs.StoredOutput("c.npz", "c" * 64),
+        jobs.PREVIOUS_CHECKPOINT: jobs.StoredOutput("b.npz", "b" * 64),
+    }
     with sessions.begin() as session:
         assert jobs.record_checkpoint(session, job_id, "stale", checkpoint("d.npz")) is None
         assert not jobs.add_run_event(session, job_id, "stale", EventType.METRICS, {})
@@ -219,3 +230,43 @@ def test_migrations_reach_head_on_a_new_sqlite_file(tmp_path: Path) -> None:
     assert current_revision(url) is None
     ensure_current(url)
     assert current_revision(url) == HEAD_REVISION
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_turns_recorded_paths_into_storage_keys(backend: str, tmp_path: Path) -> None:
+    """Rows of 0002 hold a host's absolute path; 0003 keeps the part under ATELIER_HOME,
+    whatever that home's path was, and leaves a row that was relative already."""
+    from alembic import command
+
+    from db.migrate import _config
+
+    url, drop = (f"sqlite:///{tmp_path / 'old.db'}", lambda: None)
+    if backend == "postgresql":
+        url, drop = postgres_database()
+    try:
+        command.upgrade(_config(url), "0002")
+        with session_factory(url).begin() as session:
+            job_id = jobs.create_job(session, kind="counter", spec={}, queue="gpu").id
+        paths = {
+            "a": f"/srv/ateliers/outputs/x/outputs/{job_id}/3f2a9c1e/sample/epoch_0001.png",
+            "b": f"outputs/{job_id}/3f2a9c1e/model/generator.keras",
+        }
+        with session_factory(url).begin() as session:
+            for name, path in paths.items():
+                session.execute(
+                    text(
+                        "INSERT INTO outputs (job_id, role, name, path, sha256, bytes, created_at)"
+                        " VALUES (:job, 'sample', :name, :path, :sha, 1, CURRENT_TIMESTAMP)"
+                    ),
+                    {"job": job_id, "name": name, "path": path, "sha": "0" * 64},
+                )
+        upgrade(url)
+        with session_factory(url)() as session:
+            keys = dict(session.execute(select(Output.name, Output.key)).all())
+        assert keys == {
+            "a": f"outputs/{job_id}/3f2a9c1e/sample/epoch_0001.png",
+            "b": f"outputs/{job_id}/3f2a9c1e/model/generator.keras",
+        }
+    finally:
+        session_factory(url).kw["bind"].dispose()
+        drop()

@@ -335,8 +335,8 @@ def test_end_to_end_outputs_and_warm_worker_cache(
         images = {o.name: o for o in view.outputs if o.role in ("snapshot", "image")}
         assert sorted(images) == ["final.png", "iteration_00001.png", "iteration_00002.png"]
         for output in images.values():
-            assert output.path.startswith(str(embedded_stack.settings.outputs_dir / job_id))
-            assert decoded(output.path).size == (WIDTH, HEIGHT)
+            assert output.location.startswith(str(embedded_stack.settings.outputs_dir / job_id))
+            assert decoded(output.location).size == (WIDTH, HEIGHT)
         events = embedded_stack.client.events(job_id)
         metric_losses = [e["loss"] for e in events if e["type"] == "metrics"]
         assert len(metric_losses) == 2 and metric_losses[1] < metric_losses[0]

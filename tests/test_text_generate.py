@@ -228,7 +228,7 @@ def test_model_files_load_with_plain_keras(trained: dict[str, str], stack: Stack
     import kinds.text_lm.model  # noqa: F401 - registers the custom layers
 
     view = stack.client.get(trained["transformer"])
-    path = next(Path(o.path) for o in view.outputs if o.name == "model.keras")
+    path = next(Path(o.location) for o in view.outputs if o.name == "model.keras")
     model = keras.models.load_model(path)
     tokens = json.loads(output_bytes(view, "model")["vocabulary.json"])["tokens"]
     logits = model(np.array([[2, 3, 4]], np.int32))

@@ -1,6 +1,7 @@
 """The context of one run: the runtime's implementation of the kind contract
 (`kinds.contract.JobContext`), which a running job kind talks to. Every write goes
-through a lease-guarded database transition (db.jobs)."""
+through a lease-guarded database transition (db.jobs); files go to the store
+(core.storage) under the run's own folder and count once a row points at them."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from typing import Any, NoReturn, TypeVar
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.outage import Outage
-from core.publish import Published, is_temporary, publish
 from core.settings import Settings
+from core.storage import Storage, StorageUnavailable, Stored, open_storage
 from db import jobs
 from db.engine import UNAVAILABLE, where
 from db.models import EventType, Output, StopRequest
@@ -36,6 +37,9 @@ PROGRESS_EVENT_SECONDS = 30.0
 """A progress event joins the job's history at most this often."""
 RUN_NAME_CHARS = 8
 """A run's folder is named by the start of its lease token."""
+STORAGE_PATIENCE_SECONDS = 120.0
+"""How long a run waits out an unreachable store before it fails as storage_unavailable
+(retried from the last checkpoint)."""
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -101,10 +105,11 @@ class RunContext:
         self.max_attempts = claim.max_attempts
         self.sessions = sessions
         self.cache = JobCacheView(cache)
-        self.job_dir = settings.outputs_dir / claim.job_id
-        self.run_dir = self.job_dir / claim.token[:RUN_NAME_CHARS]
-        """Every file this run writes lives here, under a name no other run uses."""
-        self.checkpoints = CheckpointStore(self.run_dir / "checkpoints")
+        self.store: Storage = open_storage(settings)
+        self.job_folder = f"outputs/{claim.job_id}"
+        self.run_folder = f"{self.job_folder}/{claim.token[:RUN_NAME_CHARS]}"
+        """Every file this run writes is under this key, under a name no other run uses."""
+        self.checkpoints = CheckpointStore(self.store, f"{self.run_folder}/checkpoints")
         self.checkpoint_every = int(claim.spec.get("checkpoint_every", 0)) or None
         self.lease_lost = threading.Event()
         self.lease_valid_until = time.monotonic() + settings.lease_seconds
@@ -117,6 +122,7 @@ class RunContext:
         self._last_progress_event = 0.0
         self.outage = Outage.of(f"database at {self.database}", log)
         """This process' view of the database: its threads log one line per outage."""
+        self.store_outage = Outage.of(f"store {self.store.url}", log)
         self._retry_at = 0.0  # no progress write before this, during an outage
         self.on_progress: Callable[[dict[str, Any]], None] | None = None
         """Called with each progress report written (the task adapter shows it in Flower);
@@ -150,7 +156,8 @@ class RunContext:
             lambda session: jobs.outputs_of(session, self.job_id, jobs.CHECKPOINT_ROLE)
         )
         names = (jobs.LATEST_CHECKPOINT, jobs.PREVIOUS_CHECKPOINT)
-        checkpoint = load_checkpoint(Path(pointers[name]) for name in names if name in pointers)
+        keys = [(pointers[name].key, pointers[name].sha256) for name in names if name in pointers]
+        checkpoint = self.stored("checkpoint", lambda: load_checkpoint(self.store, keys))
         if checkpoint is not None:
             step = checkpoint.step
             if not self.write(
@@ -163,8 +170,9 @@ class RunContext:
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         if self.lease_lost.is_set():
             raise LeaseLost
-        with disk_full_is_a_job_error(f"checkpoint of step {checkpoint.step}"):
-            published = self.checkpoints.save(checkpoint)
+        what = f"checkpoint of step {checkpoint.step}"
+        with disk_full_is_a_job_error(what):
+            published = self.stored(what, lambda: self.checkpoints.save(checkpoint))
         row = self._output_row(jobs.CHECKPOINT_ROLE, jobs.LATEST_CHECKPOINT, published)
         row.step = checkpoint.step
         try:
@@ -172,7 +180,7 @@ class RunContext:
                 session, self.job_id, self.token, row
             ), wait=False)  # fmt: skip
         except UNAVAILABLE as error:  # the job computes on; the next checkpoint tries again
-            published.path.unlink(missing_ok=True)
+            self.store.delete(published.key)
             self.outage.failed(error)
             log.info("job %s: checkpoint of step %d not recorded", self.job_id, checkpoint.step)
 
@@ -250,32 +258,62 @@ class RunContext:
         for label, value in (("role", role), ("name", name)):
             if not PLAIN_NAME.match(value):
                 raise ValueError(f"output {label} {value!r} is not a plain file name")
-        with disk_full_is_a_job_error(f"output {role}/{name}"):
-            published = publish(self.run_dir / role / name, as_writer(data))
+        what = f"output {role}/{name}"
+        key = f"{self.run_folder}/{role}/{name}"
+        with disk_full_is_a_job_error(what):
+            published = self.stored(what, lambda: self.store.publish(key, as_writer(data)))
         row = self._output_row(role, name, published)  # `name`, whatever name the file got
         row.step, row.epoch = step, epoch
         self._commit(published, lambda session: jobs.record_output(
             session, self.job_id, self.token, row
         ))  # fmt: skip
-        return published.path
+        return self.stored(what, lambda: self.store.local_path(published.key))
 
     def outputs_of(self, job_id: str, role: str) -> dict[str, Path]:
-        paths = self.write(lambda session: jobs.outputs_of(session, job_id, role))
-        return {name: Path(path) for name, path in paths.items()}
+        """The files of another job's outputs, on this machine (fetched from the store)."""
+        stored = self.write(lambda session: jobs.outputs_of(session, job_id, role))
+        return {
+            name: self.stored(
+                f"output {role}/{name} of job {job_id}",
+                lambda output=output: self.store.local_path(output.key, output.sha256),  # type: ignore[misc]
+            )
+            for name, output in stored.items()
+        }
 
-    def _output_row(self, role: str, name: str, published: Published) -> Output:
+    def _output_row(self, role: str, name: str, published: Stored) -> Output:
         return Output(
             job_id=self.job_id,
             role=role,
             name=name,
-            path=str(published.path),
+            key=published.key,
             sha256=published.sha256,
             bytes=published.bytes,
         )
 
+    def stored(self, what: str, call: Callable[[], T]) -> T:
+        """`call`, a use of the store, with an unreachable store waited out for up to
+        STORAGE_PATIENCE_SECONDS (the lease is kept meanwhile); then the run fails as
+        storage_unavailable, to be retried from its last recorded checkpoint."""
+        outage, deadline = self.store_outage, time.monotonic() + STORAGE_PATIENCE_SECONDS
+        while True:
+            if self.lease_lost.is_set():
+                raise LeaseLost
+            try:
+                result = call()
+            except StorageUnavailable as error:
+                pause = outage.failed(error)
+                if time.monotonic() + pause > deadline:
+                    raise JobError(
+                        "storage_unavailable", f"{what}: {error}", retryable=True
+                    ) from None
+                time.sleep(pause)
+                continue
+            outage.succeeded()
+            return result
+
     def _commit(
         self,
-        published: Published,
+        published: Stored,
         record: Callable[[Session], jobs.Recorded | None],
         *,
         wait: bool = True,
@@ -285,10 +323,17 @@ class RunContext:
         one frees the files no row points to any more."""
         recorded = self.write(record, wait=wait)
         if recorded is None:
-            published.path.unlink(missing_ok=True)
+            self._forget(published.key)
             self._lost()
-        for path in recorded.unreferenced:
-            Path(path).unlink(missing_ok=True)
+        for key in recorded.unreferenced:
+            self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        """Remove a file no row points at; one left behind by an outage is swept later."""
+        try:
+            self.store.delete(key)
+        except StorageUnavailable as error:
+            log.info("job %s: %s not removed yet (%s)", self.job_id, key, error)
 
     def lease_surely_lost(self) -> bool:
         return self.lease_lost.is_set() or time.monotonic() > self.lease_valid_until
@@ -318,15 +363,20 @@ class RunContext:
         raise LeaseLost
 
     def sweep(self) -> int:
-        """Remove the temporary files that runs of this job left behind (killed while
-        publishing, or taken over while frozen: such a file is never linked in once its
-        lease is lost). Returns how many."""
-        removed = 0
-        for path in self.job_dir.rglob(".*"):
-            if is_temporary(path):
-                path.unlink(missing_ok=True)
-                removed += 1
-        return removed
+        """Remove the files that earlier runs of this job left behind and no row points
+        at: temporary files of a run killed while publishing, a file published but never
+        recorded (a run killed or taken over in between). Only the lease holder sweeps, so
+        no run that could still record a file is swept from under it. Returns how many."""
+        referenced = self.write(lambda session: jobs.keys_of(session, self.job_id))
+        own = self.run_folder + "/"
+        stale = [
+            key
+            for key in self.stored("sweep", lambda: self.store.keys(self.job_folder))
+            if key not in referenced and not key.startswith(own)
+        ]
+        for key in stale:
+            self._forget(key)
+        return len(stale)
 
     def record_cache_use(self, session: Session) -> None:
         if not (self.cache.hits or self.cache.builds):

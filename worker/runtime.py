@@ -125,8 +125,6 @@ def execute(
     if live is not None:
         live.start()
         ctx.on_progress = live.offer
-    if swept := ctx.sweep():
-        log.info("job %s: removed %d temporary files of earlier runs", job_id, swept)
     heartbeat = Heartbeat(ctx, sessions, settings.lease_seconds)
     heartbeat.start()
     try:
@@ -153,8 +151,11 @@ def _run_and_record(ctx: RunContext, kind: str, settings: Settings) -> str:
 def _run(ctx: RunContext, kind: str, settings: Settings) -> Ending:
     """Run the kind; how it ended (LeaseLost passes through: nothing is to be recorded)."""
     try:
+        if swept := ctx.sweep():
+            log.info("job %s: removed %d unrecorded files of earlier runs", ctx.job_id, swept)
         module = load_kind(kind)
-        values = resolve_inputs(ctx.spec, getattr(module, "INPUT_FILES", ()), settings.home)
+        fields = getattr(module, "INPUT_FILES", ())
+        values = ctx.stored("inputs", lambda: resolve_inputs(ctx.spec, fields, ctx.store))
         spec = module.Spec.model_validate_json(json.dumps(values))
         module.run(spec, ctx)
     except StopRequested as stop:

@@ -44,6 +44,9 @@ SDK_ATTEMPTS = 3
 """boto3's own tries per call (standard retry mode); callers retry outages beyond that."""
 
 
+NO_BUCKET = "the bucket does not exist (create it, or fix ATELIER_STORAGE_URL)"
+
+
 class StorageUnavailable(Exception):
     """The store could not be reached (its network, its server): worth trying again."""
 
@@ -114,8 +117,7 @@ def verify(path: Path, sha256: str, key: str) -> None:
 
 def check_key(key: str) -> str:
     """Keys are made by Atelier from plain names; refuse anything that could leave the store."""
-    parts = PurePosixPath(key).parts
-    if not parts or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
+    if any(part in ("", ".", "..") for part in key.split("/")):
         raise ValueError(f"not a storage key: {key!r}")
     return key
 
@@ -327,8 +329,12 @@ def _calls(store: ObjectStore) -> Iterator[None]:
         message = f"object store {where}: no credentials (set AWS_ACCESS_KEY_ID)"
         raise StorageError(message) from None
     except S3UploadFailedError as error:
+        if "NoSuchBucket" in str(error):
+            raise StorageError(f"object store {where}: {NO_BUCKET}") from None
         raise StorageError(f"object store {where}: upload failed: {detail(error)}") from None
     except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "NoSuchBucket":
+            raise StorageError(f"object store {where}: {NO_BUCKET}") from None
         status = _status(error)
         if status in (0, 404):
             raise

@@ -68,8 +68,8 @@ def describe(error: ValidationError) -> str:
 
 def parse_assignments(kind: str, items: list[str]) -> dict[str, Any]:
     """`key=value` items; a value is JSON when it parses as JSON, else a string, except that
-    a field that takes only text keeps the text as typed: a job id such as `386e7667` or
-    `799394` would otherwise read as a number."""
+    a field that takes only text keeps the text as typed unless it is a JSON string: a job
+    id such as `386e7667` or `799394` would otherwise read as a number."""
     try:
         text_only = text_fields(load_kind(kind).Spec)
     except ValueError as error:
@@ -80,7 +80,8 @@ def parse_assignments(kind: str, items: list[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise SpecError(f"--set expects key=value, got {item!r}")
-        values[key] = raw if key in text_only else json_or_text(raw)
+        value = json_or_text(raw)
+        values[key] = raw if key in text_only and not isinstance(value, str) else value
     return values
 
 

@@ -110,7 +110,7 @@ def test_an_unreachable_store_is_told_apart_from_a_missing_file(
             monkeypatch.setenv(name, value)
         store = ObjectStore(server.bucket(), tmp_path / "cache")
         stored = store.publish("inputs/a.txt", write_text("a"))
-        with pytest.raises(FileNotFoundError, match="no stored object 'inputs/b.txt'"):
+        with pytest.raises(FileNotFoundError, match=r"no stored object 'inputs/b\.txt'"):
             store.local_path("inputs/b.txt")
         server.stop()  # refused connections, as of a store that is down
         forget_local_copies(store)

@@ -30,6 +30,8 @@ def test_spec_defaults_and_model_reference(tmp_path: Path) -> None:
         values = parse_assignments("text-generate", [f"model={job_id}", "length=7"])
         assert values == {"model": job_id, "length": 7}
         assert validate_spec("text-generate", values, nothing).values["model"] == job_id
+    quoted = parse_assignments("text-generate", ['prompt="a movie"', "model=null"])
+    assert quoted == {"prompt": "a movie", "model": "null"}
     assert (DEFAULT_QUEUE, MODEL_INPUTS) == ("cpu", {"model": ("text-lm",)})
     assert (spec.prompt, spec.length, spec.seed) == (None, 50, 0)
     assert spec.temperatures == [0.2, 0.5, 0.7, 1.0, 1.5]

@@ -291,6 +291,10 @@ def s3_client() -> S3Client:
     import boto3
     from botocore.config import Config
 
+    for name in [name for name, value in os.environ.items() if name.startswith("AWS_")]:
+        if not os.environ[name]:  # compose passes an unset variable on as empty
+            del os.environ[name]
+
     config = Config(
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=READ_TIMEOUT_SECONDS,

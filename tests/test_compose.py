@@ -14,12 +14,16 @@ from typing import Any
 import pytest
 import yaml
 
+from core.settings import load_settings
+from core.storage import DirectoryStore, ObjectStore, open_storage
 from scheduler.cli import _parser
 from tests.fixtures.compose import MissingVariable, env_file_values, resolve
 from worker.cli import parser as worker_parser
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "docker-compose.yml"
+MINIO = REPO / "docker-compose.minio.yml"
+MINIO_SECRETS = {"MINIO_ROOT_USER": "minio-admin", "MINIO_ROOT_PASSWORD": "m1n10-secret"}
 ENV_EXAMPLE = REPO / ".env.example"
 SECRETS = ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH")
 ATELIER_SERVICES = ("migrate", "scheduler", "worker", "worker-cpu", "flower")
@@ -59,10 +63,11 @@ def test_every_secret_is_required(secret: str) -> None:
 
 
 def test_env_example_documents_every_variable_and_holds_no_secret(source: Any) -> None:
-    used = set(VARIABLE.findall(COMPOSE.read_text()))
+    used = set(VARIABLE.findall(COMPOSE.read_text() + MINIO.read_text()))
     values = example_values()
     assert used == set(values)
-    assert all(values[secret] == "" for secret in SECRETS)
+    secrets = (*SECRETS, *MINIO_SECRETS, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    assert all(values[secret] == "" for secret in secrets)
     text = ENV_EXAMPLE.read_text()
     for name in values:  # each variable has a comment right above it
         assert re.search(rf"#[^\n]*\n(?:[A-Z_]+=[^\n]*\n)*{name}=", text), name
@@ -99,7 +104,7 @@ def test_one_image_services_differ_only_by_command(resolved: dict[str, Any]) -> 
         service = services[name]
         for key in common:
             if key == "environment":
-                shared = {k: v for k, v in service[key].items() if k.startswith("ATELIER_")}
+                shared = {k: v for k, v in service[key].items() if k != "FLOWER_BASIC_AUTH"}
                 assert shared == first[key], name
             else:
                 assert service[key] == first[key], (name, key)
@@ -188,3 +193,44 @@ def _seconds(duration: str) -> float:
     return sum(
         float(number) * units[unit] for number, unit in re.findall(r"([\d.]+)(ms|h|m|s)", duration)
     )
+
+
+def test_the_default_keeps_files_in_the_data_volume(resolved: dict[str, Any]) -> None:
+    for name in ATELIER_SERVICES:
+        settings = load_settings(resolved["services"][name]["environment"])
+        assert settings.storage_url is None, name
+        assert isinstance(open_storage(settings), DirectoryStore)
+        assert settings.home == Path("/data") and settings.cache_dir == Path("/data/cache")
+
+
+def test_the_minio_variant_puts_every_file_in_its_bucket() -> None:
+    env = {**example_values(), **FILLED, **MINIO_SECRETS}
+    both = resolve([COMPOSE, MINIO], env, profiles=["cpu"])
+    services = both["services"]
+    assert set(services) == {"redis", "postgres", "minio", "bucket", *ATELIER_SERVICES}
+    for name in ATELIER_SERVICES:
+        environment = services[name]["environment"]
+        assert environment["ATELIER_STORAGE_URL"] == "s3://atelier/atelier", name
+        assert environment["AWS_ENDPOINT_URL"] == "http://minio:9000"
+        assert environment["AWS_ACCESS_KEY_ID"] == MINIO_SECRETS["MINIO_ROOT_USER"]
+        assert environment["AWS_SECRET_ACCESS_KEY"] == MINIO_SECRETS["MINIO_ROOT_PASSWORD"]
+        assert environment["ATELIER_HOME"] == "/data"  # the base file's settings stay
+        store = open_storage(load_settings(environment))
+        assert isinstance(store, ObjectStore) and store.bucket == "atelier"
+    for name in ("scheduler", "worker", "worker-cpu"):
+        depends = services[name]["depends_on"]
+        assert depends["bucket"]["condition"] == "service_completed_successfully"
+        assert depends["migrate"]["condition"] == "service_completed_successfully"
+    minio, bucket = services["minio"], services["bucket"]
+    assert "ports" not in minio and mounts(minio)["/data"] == "minio-data"
+    assert minio["healthcheck"]["test"] and minio["environment"] == MINIO_SECRETS
+    assert bucket["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert "mc mb --ignore-existing" in " ".join(bucket["entrypoint"])
+    assert "minio-data" in both["volumes"]
+
+
+@pytest.mark.parametrize("secret", sorted(MINIO_SECRETS))
+def test_the_minio_variant_requires_its_login(secret: str) -> None:
+    env = {**example_values(), **FILLED, **MINIO_SECRETS, secret: ""}
+    with pytest.raises(MissingVariable, match=f"set {secret}"):
+        resolve([COMPOSE, MINIO], env)

@@ -283,6 +283,22 @@ class ObjectStore(Storage):
     def location(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.object_name(key)}"
 
+    def listing(self) -> list[tuple[str, int, str]]:
+        """(key, bytes, ETag) of every object under the store's prefix."""
+        found: list[tuple[str, int, str]] = []
+        with _calls(self):
+            pages = self.client.get_paginator("list_objects_v2")
+            for page in pages.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for item in page.get("Contents", []):
+                    key = item["Key"][len(self.prefix) :]
+                    if key and not key.endswith("/"):  # a folder marker is no file
+                        found.append((key, int(item["Size"]), str(item["ETag"])))
+        return sorted(found)
+
+    def fetch_to(self, key: str, target: Path) -> None:
+        """Download `key` to `target`, whole or not at all."""
+        self._fetch(key, target, None)
+
 
 def s3_client() -> S3Client:
     """A client configured by the environment as the AWS CLI is (AWS_ENDPOINT_URL,

@@ -39,6 +39,23 @@ def as_writer(data: OutputData) -> Callable[[Path], object]:
     return lambda path: path.write_bytes(data)
 
 
+REMOTE_FOLDER_SCHEME = "s3://"
+"""A spec field that takes a folder of data (a dataset, a corpus) also takes an
+object-store prefix, `s3://bucket/prefix`: the worker syncs it into its cache and the kind
+sees the local copy. A Spec lists such fields in its `folder_fields`."""
+
+
+def is_remote_folder(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(REMOTE_FOLDER_SCHEME)
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str
+    """Relative to the folder, with `/` between parts."""
+    bytes: int
+
+
 @dataclass(frozen=True)
 class Submission:
     """Validation context at submit (absent when the worker validates before `run`)."""
@@ -47,6 +64,9 @@ class Submission:
     """`outputs_of(reference, role)`: the id of the job a reference names (an id, a unique
     prefix, or `#N` for one of its outputs) and its recorded outputs of `role` by name;
     None when no job answers to it."""
+    list_folder: Callable[[str], list[RemoteFile]] | None = None
+    """`list_folder("s3://bucket/prefix")`: the files under an object-store folder (a
+    ValueError with one line if it cannot be listed); None where nothing can list one."""
 
 
 class JobSpec(BaseModel):

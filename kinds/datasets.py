@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from core.errors import detail
-from kinds.contract import JobError
-from kinds.paths import kind_of, listing, shown
+from kinds.contract import JobError, is_remote_folder
+from kinds.paths import check_remote_folder, kind_of, listing, shown
 
 GLYPHS = "glyphs"
 KERAS_DATASETS: dict[str, tuple[int, str]] = {
@@ -69,7 +69,7 @@ def dataset_classes(dataset: str) -> int | None:
 
 def validate_labelled_dataset(value: str) -> str:
     """`validate_dataset`, and the dataset must have class labels (not an image folder)."""
-    value = validate_dataset(value)
+    value = value if is_remote_folder(value) else validate_dataset(value)
     if dataset_classes(value) is None:
         names = ", ".join(DATASET_CLASSES)
         raise ValueError(
@@ -88,15 +88,20 @@ def check_labels(labels: list[int], classes: int, what: str = "labels") -> list[
     return labels
 
 
-def validate_dataset(value: str) -> str:
+def validate_dataset(value: str, context: object = None) -> str:
     """Check a dataset at submit time, quickly and without TensorFlow.
 
     Returns the known name unchanged, or the directory as an absolute path. A directory
     must hold at least one image and every image file in it must pass `check_image_file`.
+    An object-store folder (`s3://...`, listed through the Submission in `context`) must
+    hold an image no larger than MAX_INPUT_BYTES; the worker checks each file once synced.
     Raises ValueError with a one-line message otherwise.
     """
     if value in DATASET_NAMES:
         return value
+    if is_remote_folder(value):
+        needs = f"image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        return check_remote_folder(value, context, is_image_name, "dataset", needs, MAX_INPUT_BYTES)
     directory, found = kind_of(value, "dataset")
     if found != "directory":
         names = ", ".join(DATASET_NAMES)
@@ -114,7 +119,11 @@ def validate_dataset(value: str) -> str:
 
 def image_files(directory: Path) -> list[Path]:
     """Image files under `directory`, recursively, by suffix, in a stable (sorted) order."""
-    return listing(directory, lambda path: path.suffix.lower() in IMAGE_SUFFIXES, "dataset")
+    return listing(directory, lambda path: is_image_name(path.name), "dataset")
+
+
+def is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
 def check_image_file(path: str | os.PathLike[str]) -> None:

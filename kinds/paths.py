@@ -48,3 +48,32 @@ def listing(directory: Path, keep: Callable[[Path], bool], what: str) -> list[Pa
     """The files under `directory` (recursively) that `keep`, in a stable order."""
     with readable(str(directory), what):
         return sorted(path for path in directory.rglob("*") if keep(path) and path.is_file())
+
+
+def check_remote_folder(
+    value: str,
+    context: object,
+    keep: Callable[[str], bool],
+    what: str,
+    needs: str,
+    max_bytes: int | None,
+) -> str:
+    """At submit, an object-store folder named for a dataset or corpus: it must list, hold
+    a file that `keep` (by name; `needs` says which), and no kept file may exceed
+    `max_bytes`. Its files are
+    read by the worker, which checks them as it checks a local folder's."""
+    from kinds.contract import Submission
+
+    if not isinstance(context, Submission) or context.list_folder is None:
+        raise ValueError(f"{what} {shown(value)}: an object-store folder cannot be checked here")
+    files = [file for file in context.list_folder(value) if keep(file.name)]
+    if not files:
+        raise ValueError(f"{what} {shown(value)} holds no {needs}")
+    if max_bytes is not None:
+        for file in files:
+            if file.bytes > max_bytes:
+                raise ValueError(
+                    f"{what} {shown(value)}: {file.name} is {file.bytes} bytes, more than "
+                    f"{max_bytes}"
+                )
+    return value.rstrip("/")

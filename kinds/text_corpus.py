@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import detail
-from kinds.contract import JobError
-from kinds.paths import kind_of, listing, shown
+from kinds.contract import JobError, is_remote_folder
+from kinds.paths import check_remote_folder, kind_of, listing, shown
 
 IMDB = "imdb"
 IMDB_SOURCES = (
@@ -50,15 +50,19 @@ _BINARY = re.compile(rb"[\x00-\x08\x0e-\x1f]")  # control bytes no text file hol
 # --- submit-time checks -----------------------------------------------------------------
 
 
-def validate_corpus(value: str) -> str:
+def validate_corpus(value: str, context: object = None) -> str:
     """Check a corpus quickly at submit: `imdb` unchanged, else an absolute path.
 
     A directory must hold at least one `.txt` file, every `.txt` file must look like
-    UTF-8 text, and at least one of them must hold a word. Raises ValueError with a
-    one-line message otherwise.
+    UTF-8 text, and at least one of them must hold a word. An object-store folder
+    (`s3://...`, listed through the Submission in `context`) must hold a `.txt` file; the
+    worker checks them once synced. Raises ValueError with a one-line message otherwise.
     """
     if value == IMDB:
         return value
+    if is_remote_folder(value):
+        keep = lambda name: name.lower().endswith(TEXT_SUFFIX)  # noqa: E731
+        return check_remote_folder(value, context, keep, "corpus", f"{TEXT_SUFFIX} files", None)
     path, found = kind_of(value, "corpus")
     if found == "directory":
         files = text_files(path)

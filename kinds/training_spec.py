@@ -6,7 +6,9 @@ Light to import (pydantic and the dataset checks): the CLI validates specs with 
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from typing import ClassVar
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from kinds.contract import CheckpointedSpec
 from kinds.datasets import dataset_channels, validate_dataset
@@ -39,10 +41,13 @@ class ImageTrainingSpec(TrainingSpec):
         description="cap on training images (glyphs: how many to render, 2048 by default)",
     )
 
+    folder_fields: ClassVar[tuple[str, ...]] = ("dataset",)
+    """Fields that may name an object-store folder, synced by the worker (kinds.contract)."""
+
     @field_validator("dataset")
     @classmethod
-    def _check_dataset(cls, value: str) -> str:
-        return validate_dataset(value)
+    def _check_dataset(cls, value: str, info: ValidationInfo) -> str:
+        return validate_dataset(value, info.context)
 
     @field_validator("image_size")
     @classmethod

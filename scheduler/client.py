@@ -16,13 +16,14 @@ from sqlalchemy.orm import Session
 from core.broker import wake_scheduler
 from core.errors import UserError
 from core.inputs import store_inputs
+from core.remote_folders import list_folder
 from core.settings import Settings, load_settings
 from core.storage import Storage, open_storage
 from db import jobs
 from db.engine import reader_factory, session_factory
 from db.migrate import ensure_current
 from db.models import Event, Job, JobStatus, Output
-from kinds.contract import Submission
+from kinds.contract import RemoteFile, Submission
 from scheduler.specs import SpecError, ValidSpec, validate_spec
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -108,7 +109,8 @@ class Client:
         queue: str | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> str:
-        valid = validate_spec(kind, spec or {}, Submission(outputs_of=self._outputs_named))
+        submission = Submission(outputs_of=self._outputs_named, list_folder=self._list_folder)
+        valid = validate_spec(kind, spec or {}, submission)
         if max_attempts < 1:
             raise SpecError(f"max attempts must be at least 1, got {max_attempts}")
         with self.sessions.begin() as session:
@@ -166,6 +168,11 @@ class Client:
             stored = jobs.outputs_of(session, job.id, role)
         files = {name: self.store.local_path(o.key, o.sha256) for name, o in stored.items()}
         return job.id, files
+
+    def _list_folder(self, url: str) -> list[RemoteFile]:
+        """For submit-time checks of a dataset or corpus in an object store."""
+        files = list_folder(url, self.settings.cache_dir)
+        return [RemoteFile(name, size) for name, size in files]
 
     def _model_source(self, session: Session, reference: str) -> Job | None:
         """The job a `model` field names: a job id, a unique prefix of one, or the id of

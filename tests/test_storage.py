@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from core.storage import CorruptFile, DirectoryStore, ObjectStore, Storage, StorageUnavailable
+from tests.fixtures.data import write_image_folder
 from tests.fixtures.faults import fault_stack
 from tests.fixtures.jobs import events_of, wait_running
 from tests.fixtures.object_store import S3Server, s3_server
@@ -204,3 +205,78 @@ def test_a_bad_storage_url_or_a_missing_bucket_is_one_line(tmp_path: Path, s3: S
         env=env, capture_output=True, text=True, cwd=home, timeout=60,
     )  # fmt: skip
     assert json.loads(listing.stdout) == [], "nothing stored"
+
+
+# --- datasets in a bucket -------------------------------------------------------------------
+
+
+def upload_folder(s3: S3Server, folder: Path, url: str) -> None:
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            key = f"{prefix}/{path.relative_to(folder).as_posix()}"
+            s3.client().put_object(Bucket=bucket, Key=key, Body=path.read_bytes())  # type: ignore[attr-defined]
+
+
+def test_a_dataset_in_a_bucket_is_checked_at_submit_and_synced_once(
+    tmp_path: Path, s3: S3Server, aws_env: dict[str, str]
+) -> None:
+    bucket = s3.bucket().removeprefix("s3://").partition("/")[0]
+    images = write_image_folder(tmp_path / "images" / "a", 10, size=(28, 28))
+    write_image_folder(tmp_path / "images" / "b" / "deeper", 6, size=(28, 28), seed=1)
+    (tmp_path / "images" / "README.txt").write_text("not an image")
+    upload_folder(s3, images.parent, f"s3://{bucket}/digits")
+    cache = tmp_path / "worker-cache"
+    spec = dict(
+        dataset=f"s3://{bucket}/digits", image_size=28, batch_size=8, latent_dim=16,
+        steps_per_epoch=2, epochs=1, samples=4, deterministic=True,
+    )  # fmt: skip
+    with fault_stack(
+        tmp_path / "home", workers=1, ATELIER_CACHE_DIR=str(cache), **aws_env
+    ) as stack:
+        refused = {
+            f"s3://{bucket}/nothing-here": "holds no image files (.bmp",
+            "s3://no-such-bucket-here/digits": "the bucket does not exist",
+        }
+        for url, expected in refused.items():
+            result = stack.cli("submit", "dcgan", "--set", f"dataset={url}")
+            lines = result.stderr.strip().splitlines()
+            assert result.returncode == 2 and len(lines) == 1 and expected in lines[0], lines
+        first = stack.wait(stack.submit("dcgan", **spec), timeout=240)
+        assert first.status == "succeeded", first.error_message
+        assert first.spec["dataset"] == f"s3://{bucket}/digits"  # the job names the bucket
+        [copy] = list((cache / "folders").glob("*/files"))
+        synced = {p.relative_to(copy).as_posix(): p for p in copy.rglob("*.png")}
+        assert sorted(synced) == sorted(
+            [f"a/{i}.png" for i in range(10)] + [f"b/deeper/{i}.png" for i in range(6)]
+        )
+        assert synced["a/3.png"].read_bytes() == (images / "3.png").read_bytes()
+        times = {name: path.stat().st_mtime_ns for name, path in synced.items()}
+        second = stack.wait(stack.submit("dcgan", **spec), timeout=240)
+        assert second.status == "succeeded", second.error_message
+        assert {name: p.stat().st_mtime_ns for name, p in synced.items()} == times, "no re-download"
+        grids = [
+            Path(o.location).read_bytes()
+            for view in (first, second) for o in view.outputs if o.role == "sample"
+        ]  # fmt: skip
+        assert len(grids) == 2 and grids[0] == grids[1]  # same data, deterministic
+
+
+def test_a_sync_follows_the_folder_as_it_changes(
+    tmp_path: Path, s3: S3Server, aws_env: dict[str, str]
+) -> None:
+    from core.remote_folders import sync_folder
+
+    url = s3.bucket() + "-folder"
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    client = s3.client()
+    for name in ("one.txt", "two.txt"):
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{name}", Body=name.encode())  # type: ignore[attr-defined]
+    copy = sync_folder(url, tmp_path)
+    assert sorted(p.name for p in copy.glob("*.txt")) == ["one.txt", "two.txt"]
+    client.put_object(Bucket=bucket, Key=f"{prefix}/one.txt", Body=b"changed")  # type: ignore[attr-defined]
+    client.delete_object(Bucket=bucket, Key=f"{prefix}/two.txt")  # type: ignore[attr-defined]
+    client.put_object(Bucket=bucket, Key=f"{prefix}/sub/three.txt", Body=b"3")  # type: ignore[attr-defined]
+    assert sync_folder(url, tmp_path) == copy
+    files = {p.relative_to(copy).as_posix(): p.read_text() for p in copy.rglob("*.txt")}
+    assert files == {"one.txt": "changed", "sub/three.txt": "3"}

@@ -7,6 +7,7 @@ of a run is guarded by its lease token, so a runner that lost its lease changes 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -22,12 +23,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.broker import wake_scheduler
 from core.errors import one_line
 from core.inputs import resolve_inputs
+from core.remote_folders import sync_folder
 from core.settings import Settings, load_settings
 from db import jobs
 from db.engine import UNAVAILABLE, session_factory
 from db.models import JobStatus, StopRequest
 from kinds import load_kind
-from kinds.contract import JobError
+from kinds.contract import JobError, is_remote_folder
 from worker.live_progress import LiveProgress
 from worker.model_cache import PROCESS_CACHE, ProcessModelCache
 from worker.run_context import LeaseLost, RunContext, StopRequested
@@ -156,6 +158,7 @@ def _run(ctx: RunContext, kind: str, settings: Settings) -> Ending:
         module = load_kind(kind)
         fields = getattr(module, "INPUT_FILES", ())
         values = ctx.stored("inputs", lambda: resolve_inputs(ctx.spec, fields, ctx.store))
+        values = _synced_folders(ctx, values, getattr(module.Spec, "folder_fields", ()), settings)
         spec = module.Spec.model_validate_json(json.dumps(values))
         module.run(spec, ctx)
     except StopRequested as stop:
@@ -173,6 +176,21 @@ def _run(ctx: RunContext, kind: str, settings: Settings) -> Ending:
     if ctx.lease_lost.is_set():
         raise LeaseLost
     return Ending("succeeded")
+
+
+def _synced_folders(
+    ctx: RunContext, values: dict[str, Any], fields: tuple[str, ...], settings: Settings
+) -> dict[str, Any]:
+    """The spec with each object-store folder (a dataset, a corpus) as its copy here."""
+    synced = dict(values)
+    for field in fields:
+        url = values.get(field)
+        if isinstance(url, str) and is_remote_folder(url):
+            local = ctx.stored(
+                f"{field} {url}", functools.partial(sync_folder, url, settings.cache_dir)
+            )
+            synced[field] = str(local)
+    return synced
 
 
 def _still_ours(ctx: RunContext) -> bool:

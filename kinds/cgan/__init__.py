@@ -15,7 +15,9 @@ Importing this module is cheap: TensorFlow is loaded by `run` only.
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import ClassVar
+
+from pydantic import Field, ValidationInfo, field_validator
 
 from kinds.contract import JobContext
 from kinds.datasets import dataset_classes, validate_labelled_dataset
@@ -38,9 +40,11 @@ class Spec(GanSpec):
         8, MAX_SAMPLES_PER_CLASS, "columns of each epoch's grid (one row per class)"
     )
 
+    folder_fields: ClassVar[tuple[str, ...]] = ()  # a labelled dataset is a named one
+
     @field_validator("dataset")
     @classmethod
-    def _check_dataset(cls, value: str) -> str:
+    def _check_dataset(cls, value: str, info: ValidationInfo) -> str:
         return validate_labelled_dataset(value)
 
     @property

@@ -19,7 +19,7 @@ Importing this module is cheap: TensorFlow is loaded by `run` only.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -164,10 +164,13 @@ class Spec(TrainingSpec):
             filled["stride"] = max(length - 1, 1)  # consecutive pieces of the documents
         return filled
 
+    folder_fields: ClassVar[tuple[str, ...]] = ("corpus",)
+    """Fields that may name an object-store folder, synced by the worker (kinds.contract)."""
+
     @field_validator("corpus")
     @classmethod
-    def _check_corpus(cls, value: str) -> str:
-        return validate_corpus(value)
+    def _check_corpus(cls, value: str, info: ValidationInfo) -> str:
+        return validate_corpus(value, info.context)
 
     @field_validator("sequence_length")
     @classmethod

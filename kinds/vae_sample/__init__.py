@@ -21,7 +21,7 @@ Importing this module is cheap: TensorFlow is loaded by `run` only.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -125,14 +125,17 @@ class Spec(JobSpec):
             )
         return check_labels(value, classes, "labels")
 
+    folder_fields: ClassVar[tuple[str, ...]] = ("with_images", "without_images")
+    """Fields that may name an object-store folder, synced by the worker (kinds.contract)."""
+
     @field_validator("with_images", "without_images")
     @classmethod
-    def _check_folder(cls, value: str | None) -> str | None:
+    def _check_folder(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
         if value in DATASET_NAMES:
             raise ValueError(f"{value!r} is a dataset name, not a folder of images")
-        return validate_dataset(value)
+        return validate_dataset(value, info.context)
 
     @model_validator(mode="after")
     def _check_pairs(self) -> Spec:

@@ -231,7 +231,11 @@ def test_a_model_trained_on_one_host_is_downloaded_and_sampled_on_another(
     [started] = [e for e in cluster.events(sample_id) if e["type"] == "started"]
     assert started["owner"].startswith("c@"), started
     assert {o["role"] for o in sample["outputs"]} >= {"image"}
-    assert not list((cluster.net["b"].cache).rglob("*.png")), "B never saw the sampler's files"
+    assert not list(cluster.net["b"].root.rglob(f"*{sample_id}*")), "nothing of it on B"
+    [fetched] = cluster.net["c"].cache.rglob(f"outputs/{job_id}/*/model/generator.keras")
+    assert hashlib.sha256(fetched.read_bytes()).hexdigest() == cluster.reference[
+        "model/generator.keras"
+    ]  # C read the model B made through the store
     cluster.stop_worker("c")
 
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import psycopg
 import pytest
 
@@ -129,7 +128,7 @@ class Cluster:
     def objects(self, prefix: str) -> dict[str, bytes]:
         """Every object under `prefix` of the bucket, read from the control host."""
         with self.net["ctl"].inside():
-            client = boto3.client("s3", **_boto_args(self.s3))
+            client = self.s3.client()
             pages = client.get_paginator("list_objects_v2").paginate(
                 Bucket=BUCKET, Prefix=f"atelier/{prefix}"
             )
@@ -140,16 +139,6 @@ class Cluster:
                 ].read()
                 for key in keys
             }
-
-
-def _boto_args(s3: S3Service) -> dict[str, Any]:
-    env = s3.env()
-    return {
-        "endpoint_url": env["AWS_ENDPOINT_URL"],
-        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
-        "region_name": env["AWS_DEFAULT_REGION"],
-    }
 
 
 def _final(view: dict[str, Any]) -> bool:

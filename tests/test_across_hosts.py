@@ -112,11 +112,18 @@ class Cluster:
         tails = "\n".join(host.log_tails() for host in self.net.hosts.values())
         raise AssertionError(f"timed out waiting for {what}\n{tails}")
 
-    def running_on(self, job_id: str, worker: str, min_step: int) -> dict[str, Any]:
+    def running_on(
+        self, job_id: str, worker: str, min_step: int = 1, *, resumed: bool = False
+    ) -> dict[str, Any]:
+        """The job's view once `worker` runs it at `min_step` or later (and, if `resumed`,
+        once that run has restored a checkpoint: a claim keeps the step shown so far)."""
+
         def there() -> bool:
             view = self.status(job_id)
             on = (view.get("worker") or "").startswith(f"{worker}@")
-            return bool(view["status"] == "running" and on and (view["step"] or 0) >= min_step)
+            restored = view["resumed_from_step"] is not None or not resumed
+            step = (view["step"] or 0) >= min_step
+            return bool(view["status"] == "running" and on and step and restored)
 
         self.wait_for(f"job {job_id} at step {min_step} on {worker}", there)
         return self.status(job_id)
@@ -267,7 +274,7 @@ def test_a_partitioned_worker_is_taken_over_and_writes_nothing_after(cluster: Cl
     b = cluster.net["b"]
     b.partition()
     try:
-        taken = cluster.running_on(job_id, "c", min_step=1)
+        taken = cluster.running_on(job_id, "c", resumed=True)
         assert taken["resumed_from_step"] is not None
         assert before["step"] - 4 <= taken["resumed_from_step"] <= before["step"] + 4
         [stale_run, new_run] = started_runs(cluster, job_id)
@@ -333,7 +340,7 @@ def test_a_destroyed_host_s_job_resumes_elsewhere_from_the_store(cluster: Cluste
     cluster.workers.pop(where)
     cluster.net[where].destroy()  # its processes killed, its home and cache deleted
     assert not cluster.net[where].root.exists()
-    taken = cluster.running_on(job_id, other, min_step=1)
+    taken = cluster.running_on(job_id, other, resumed=True)
     assert taken["resumed_from_step"] is not None and taken["resumed_from_step"] >= 8
     view = cluster.finished(job_id)
     assert_like_the_uninterrupted_run(cluster, view, attempts=2)

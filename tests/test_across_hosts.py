@@ -19,7 +19,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -55,8 +54,6 @@ class Cluster:
     s3: S3Service
     database_url: str
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    reference: dict[str, str] = field(default_factory=dict)
-    """Role/name -> sha256 of the outputs of the uninterrupted run (case 1)."""
 
     @property
     def storage_url(self) -> str:
@@ -196,30 +193,44 @@ def run_folders(view: dict[str, Any]) -> set[str]:
 # --- 1. train on B, download on the client, sample on C -----------------------------------
 
 
-def test_a_model_trained_on_one_host_is_downloaded_and_sampled_on_another(
-    cluster: Cluster, tmp_path: Path
-) -> None:
+@dataclass(frozen=True)
+class Reference:
+    job_id: str
+    view: dict[str, Any]
+    shas: dict[str, str]
+    """Role/name -> sha256 of its final outputs: what every interrupted run ends with."""
+
+
+@pytest.fixture(scope="module")
+def reference(cluster: Cluster) -> Reference:
+    """The DCGAN trained on B alone, uninterrupted (whichever case runs first)."""
     cluster.start_worker("b")
-    job_id = cluster.submit("dcgan", DCGAN)
-    cluster.running_on(job_id, "b", min_step=1)
-    view = cluster.finished(job_id)
+    try:
+        job_id = cluster.submit("dcgan", DCGAN)
+        cluster.running_on(job_id, "b", min_step=1)
+        view = cluster.finished(job_id)
+    finally:
+        cluster.stop_worker("b")
+    return Reference(job_id, view, shas(view))
+
+
+def test_a_model_trained_on_one_host_is_downloaded_and_sampled_on_another(
+    cluster: Cluster, reference: Reference
+) -> None:
+    job_id, view = reference.job_id, reference.view
     assert (view["status"], view["attempts"]) == ("succeeded", 1), view["error_message"]
     assert view["worker"] is None and view["step"] == STEPS
     assert_stored_as_recorded(cluster, view)
-    cluster.reference.update(shas(view))
-    assert "model/generator.keras" in cluster.reference
+    assert "model/generator.keras" in reference.shas
 
     # The client has no share of any worker's disk: it downloads, checked by sha256.
     folder = cluster.net["client"].root / "downloads"
     listed = cluster.atelier("outputs", job_id, "--download", str(folder), "--role", "model")
     model = folder / "model" / "generator.keras"
     assert listed.split() == [str(model)]
-    assert (
-        hashlib.sha256(model.read_bytes()).hexdigest() == cluster.reference["model/generator.keras"]
-    )
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == reference.shas["model/generator.keras"]
 
-    # C reads B's model through the store: B stops, so the sampler can only run on C.
-    cluster.stop_worker("b")
+    # C reads B's model through the store: B is stopped, so the sampler can only run on C.
     cluster.start_worker("c")
     sample_id = cluster.submit("gan-sample", {"model": job_id, "count": 4})
     sample = cluster.finished(sample_id, timeout=180)
@@ -229,9 +240,8 @@ def test_a_model_trained_on_one_host_is_downloaded_and_sampled_on_another(
     assert {o["role"] for o in sample["outputs"]} >= {"image"}
     assert not list(cluster.net["b"].root.rglob(f"*{sample_id}*")), "nothing of it on B"
     [fetched] = cluster.net["c"].cache.rglob(f"outputs/{job_id}/*/model/generator.keras")
-    assert hashlib.sha256(fetched.read_bytes()).hexdigest() == cluster.reference[
-        "model/generator.keras"
-    ]  # C read the model B made through the store
+    made_by_b = reference.shas["model/generator.keras"]
+    assert hashlib.sha256(fetched.read_bytes()).hexdigest() == made_by_b  # through the store
     cluster.stop_worker("c")
 
 
@@ -254,19 +264,20 @@ def started_runs(cluster: Cluster, job_id: str) -> list[str]:
 
 
 def assert_like_the_uninterrupted_run(
-    cluster: Cluster, view: dict[str, Any], attempts: int
+    cluster: Cluster, reference: Reference, view: dict[str, Any], attempts: int
 ) -> None:
     assert (view["status"], view["attempts"]) == ("succeeded", attempts), view["error_message"]
     assert view["step"] == STEPS
-    assert shas(view) == cluster.reference, "the bytes of an uninterrupted run"
+    assert shas(view) == reference.shas, "the bytes of an uninterrupted run"
     assert_stored_as_recorded(cluster, view)
 
 
 # --- 2. B is cut off mid-job: C takes over, B writes nothing and serves the next job ------
 
 
-def test_a_partitioned_worker_is_taken_over_and_writes_nothing_after(cluster: Cluster) -> None:
-    assert cluster.reference, "needs case 1's uninterrupted run"
+def test_a_partitioned_worker_is_taken_over_and_writes_nothing_after(
+    cluster: Cluster, reference: Reference
+) -> None:
     cluster.start_worker("b")
     job_id = cluster.submit("dcgan", DCGAN)
     before = cluster.running_on(job_id, "b", min_step=10)
@@ -282,7 +293,7 @@ def test_a_partitioned_worker_is_taken_over_and_writes_nothing_after(cluster: Cl
     finally:
         b.heal()
     view = cluster.finished(job_id)
-    assert_like_the_uninterrupted_run(cluster, view, attempts=2)
+    assert_like_the_uninterrupted_run(cluster, reference, view, attempts=2)
     time.sleep(5)  # B, back on the network, finds its lease gone: it must write nothing
     events = run_events(cluster, job_id)
     takeover = next(at for kind, run, at in events if kind == "started" and run == new_run)
@@ -305,8 +316,9 @@ def test_a_partitioned_worker_is_taken_over_and_writes_nothing_after(cluster: Cl
 # --- 3. the store goes away for 20 s mid-job ------------------------------------------------
 
 
-def test_a_job_outlives_twenty_seconds_without_its_store(cluster: Cluster) -> None:
-    assert cluster.reference, "needs case 1's uninterrupted run"
+def test_a_job_outlives_twenty_seconds_without_its_store(
+    cluster: Cluster, reference: Reference
+) -> None:
     cluster.start_worker("b")
     job_id = cluster.submit("dcgan", DCGAN)
     cluster.running_on(job_id, "b", min_step=8)
@@ -318,7 +330,7 @@ def test_a_job_outlives_twenty_seconds_without_its_store(cluster: Cluster) -> No
     finally:
         cluster.s3.unblock()
     view = cluster.finished(job_id)
-    assert_like_the_uninterrupted_run(cluster, view, attempts=1)
+    assert_like_the_uninterrupted_run(cluster, reference, view, attempts=1)
     log = (cluster.net["b"].logs / "worker.log").read_text()
     assert "unreachable" in log and "reachable again" in log
     cluster.stop_worker("b")
@@ -327,8 +339,9 @@ def test_a_job_outlives_twenty_seconds_without_its_store(cluster: Cluster) -> No
 # --- 4. a worker host is destroyed mid-job ---------------------------------------------------
 
 
-def test_a_destroyed_host_s_job_resumes_elsewhere_from_the_store(cluster: Cluster) -> None:
-    assert cluster.reference, "needs case 1's uninterrupted run"
+def test_a_destroyed_host_s_job_resumes_elsewhere_from_the_store(
+    cluster: Cluster, reference: Reference
+) -> None:
     cluster.start_worker("b")
     cluster.start_worker("c")
     job_id = cluster.submit("dcgan", DCGAN)
@@ -343,5 +356,5 @@ def test_a_destroyed_host_s_job_resumes_elsewhere_from_the_store(cluster: Cluste
     taken = cluster.running_on(job_id, other, resumed=True)
     assert taken["resumed_from_step"] is not None and taken["resumed_from_step"] >= 8
     view = cluster.finished(job_id)
-    assert_like_the_uninterrupted_run(cluster, view, attempts=2)
+    assert_like_the_uninterrupted_run(cluster, reference, view, attempts=2)
     cluster.stop_worker(other)

@@ -20,10 +20,10 @@ import pytest
 
 from core.storage import CorruptFile, DirectoryStore, ObjectStore, Storage, StorageUnavailable
 from tests.fixtures.data import write_image_folder
-from tests.fixtures.faults import fault_stack
+from tests.fixtures.faults import fault_stack, redis_server
 from tests.fixtures.jobs import events_of, wait_running
 from tests.fixtures.object_store import S3Server, s3_server
-from tests.fixtures.stacks import REDIS_TEST_URL, base_env, postgres_database
+from tests.fixtures.stacks import base_env, postgres_database
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +133,13 @@ def test_a_job_keeps_its_files_in_the_bucket_resumes_from_it_and_is_downloaded(
     note.write_text("from the client's disk")
     env = {**s3.env(), "ATELIER_STORAGE_URL": url, "ATELIER_CACHE_DIR": str(tmp_path / "cache")}
     try:
-        with fault_stack(
-            tmp_path / "home", database_url=database, broker_url=REDIS_TEST_URL, workers=2, **env
-        ) as stack:
+        # A Redis of its own: the session's stacks share the test Redis database
+        with (
+            redis_server(tmp_path / "redis") as broker,
+            fault_stack(
+                tmp_path / "home", database_url=database, broker_url=broker.url, workers=2, **env
+            ) as stack,
+        ):
             job_id = stack.submit(
                 "counter", steps=30, step_seconds=0.1, checkpoint_every=5, note=str(note)
             )

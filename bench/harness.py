@@ -320,7 +320,8 @@ class TimedContext(RunContext):
         began = time.perf_counter()
         super().save_checkpoint(checkpoint)
         self.checkpoint_saves.append(time.perf_counter() - began + self._snapshot_seconds)
-        self.checkpoint_bytes = self.checkpoints.latest.stat().st_size
+        latest = self.checkpoints.saved()[0]  # this run's newest
+        self.checkpoint_bytes = self.store.local_path(latest).stat().st_size
 
     def progress(self, step: int, total: int, **kwargs: Any) -> None:
         began = time.perf_counter()

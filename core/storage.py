@@ -99,14 +99,10 @@ class Storage(ABC):
 
     def download(self, key: str, target: Path, sha256: str) -> Path:
         """A verified copy of `key` at `target` on this machine."""
-        source = self.local_path(key, sha256)
-        if self.checks_on_read:  # read in place: nothing has checked these bytes yet
-            verify(source, sha256, key)
+        source = self.local_path(key)
+        verify(source, sha256, key)  # whichever backend: what the user gets is checked
         target.parent.mkdir(parents=True, exist_ok=True)
         return publish(target, lambda path: shutil.copyfile(source, path), replace=True).path
-
-    checks_on_read = False
-    """Whether `local_path` hands out files it has not checked against a sha256."""
 
 
 def verify(path: Path, sha256: str, key: str) -> None:
@@ -135,8 +131,6 @@ def free_names(key: str) -> Iterator[str]:
 
 
 class DirectoryStore(Storage):
-    checks_on_read = True
-
     def __init__(self, root: Path) -> None:
         self.root = root
         self.url = str(root)
@@ -272,23 +266,21 @@ class ObjectStore(Storage):
         (self.cache / key).unlink(missing_ok=True)
 
     def keys(self, prefix: str) -> list[str]:
-        folder = self.object_name(prefix).rstrip("/") + "/"
-        found: list[str] = []
-        with _calls(self):
-            pages = self.client.get_paginator("list_objects_v2")
-            for page in pages.paginate(Bucket=self.bucket, Prefix=folder):
-                found.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
-        return sorted(found)
+        return [key for key, _, _ in self._objects(self.object_name(prefix).rstrip("/") + "/")]
 
     def location(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.object_name(key)}"
 
     def listing(self) -> list[tuple[str, int, str]]:
         """(key, bytes, ETag) of every object under the store's prefix."""
+        return self._objects(self.prefix)
+
+    def _objects(self, under: str) -> list[tuple[str, int, str]]:
+        """(key, bytes, ETag) of the objects whose names start with `under`, sorted."""
         found: list[tuple[str, int, str]] = []
         with _calls(self):
             pages = self.client.get_paginator("list_objects_v2")
-            for page in pages.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for page in pages.paginate(Bucket=self.bucket, Prefix=under):
                 for item in page.get("Contents", []):
                     key = item["Key"][len(self.prefix) :]
                     if key and not key.endswith("/"):  # a folder marker is no file

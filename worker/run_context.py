@@ -6,6 +6,7 @@ through a lease-guarded database transition (db.jobs); files go to the store
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import re
@@ -275,7 +276,7 @@ class RunContext:
         return {
             name: self.stored(
                 f"output {role}/{name} of job {job_id}",
-                lambda output=output: self.store.local_path(output.key, output.sha256),  # type: ignore[misc]
+                functools.partial(self.store.local_path, output.key, output.sha256),
             )
             for name, output in stored.items()
         }

@@ -12,6 +12,9 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +46,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
 # own decompression-bomb limit (Image.MAX_IMAGE_PIXELS, about 89 megapixels) stays on too.
 MAX_INPUT_PIXELS = 40_000_000
 MAX_INPUT_BYTES = 50 * 1024 * 1024
+IMAGE_FILES = f"image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
+"""What a folder of images must hold, for error messages."""
 
 # Random variation of the rendered digits, as fractions of the drawing canvas: about as
 # varied as MNIST's handwriting in size and slant, with a pen of one or two pixels at
@@ -100,8 +105,9 @@ def validate_dataset(value: str, context: object = None) -> str:
     if value in DATASET_NAMES:
         return value
     if is_remote_folder(value):
-        needs = f"image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
-        return check_remote_folder(value, context, is_image_name, "dataset", needs, MAX_INPUT_BYTES)
+        return check_remote_folder(
+            value, context, is_image_name, "dataset", IMAGE_FILES, MAX_INPUT_BYTES
+        )
     directory, found = kind_of(value, "dataset")
     if found != "directory":
         names = ", ".join(DATASET_NAMES)
@@ -110,8 +116,7 @@ def validate_dataset(value: str, context: object = None) -> str:
         )
     files = image_files(directory)
     if not files:
-        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
-        raise ValueError(f"directory {directory} holds no image files ({suffixes})")
+        raise ValueError(f"directory {directory} holds no {IMAGE_FILES}")
     for path in files:
         check_image_file(path)
     return str(directory)
@@ -126,8 +131,9 @@ def is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
-def check_image_file(path: str | os.PathLike[str]) -> None:
-    """Reject a file that is not a safe, readable image, with a one-line ValueError.
+def check_image_file(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Reject a file that is not a safe, readable image, with a one-line ValueError;
+    return its (width, height).
 
     Reads the header and verifies the file structure (Image.verify) without decoding
     pixels: too large on disk, too many pixels, decompression bombs, unknown formats
@@ -157,6 +163,7 @@ def check_image_file(path: str | os.PathLike[str]) -> None:
         raise ValueError(
             f"{path}: {width}x{height} pixels, over the {MAX_INPUT_PIXELS}-pixel limit per image"
         )
+    return width, height
 
 
 def load_images(
@@ -173,7 +180,7 @@ def load_images(
         return _render_glyphs(limit or GLYPHS_DEFAULT_COUNT, image_size, seed)[0]
     if dataset in KERAS_DATASETS:
         return _load_keras_dataset(dataset, image_size, seed, limit)[0]
-    return _load_directory(Path(dataset), image_size, seed, limit)
+    return load_image_folder(Path(dataset), image_size, seed, limit)
 
 
 def load_labelled_images(
@@ -204,34 +211,72 @@ def render_glyphs(count: int, image_size: int, seed: int = 0) -> tuple[np.ndarra
 
 
 def _render_glyphs(count: int, image_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    poses = glyph_poses(count, image_size, np.random.default_rng([seed, 0x61795]))
+    return poses.masks()[..., np.newaxis], poses.labels
+
+
+@dataclass(frozen=True)
+class GlyphPoses:
+    """Random digits and their poses (font size, rotation, shift, stroke) for `count`
+    glyphs, in pixels of the drawing canvas; the renderers of image_pairs share them."""
+
+    image_size: int
+    canvas: int
+    labels: np.ndarray
+    font_sizes: np.ndarray
+    angles: np.ndarray
+    shifts: np.ndarray
+    strokes: np.ndarray
+
+    def draw(self, image: Image.Image, index: int, fill: int, stroke: int) -> None:
+        """Write digit `index` upright at the centre of `image` with `stroke` extra width."""
+        ImageDraw.Draw(image).text(
+            (self.canvas / 2, self.canvas / 2),
+            str(self.labels[index]),
+            fill=fill,
+            font=_font(int(self.font_sizes[index])),
+            anchor="mm",
+            stroke_width=stroke,
+            stroke_fill=fill,
+        )
+
+    def place(self, image: Image.Image, index: int) -> np.ndarray:
+        """`image` rotated and shifted into pose `index`, at image_size, as an array."""
+        image = image.rotate(
+            self.angles[index],
+            resample=Image.Resampling.BILINEAR,
+            translate=tuple(self.shifts[index]),
+        )
+        if self.canvas != self.image_size:
+            image = image.resize((self.image_size, self.image_size), Image.Resampling.BOX)
+        return np.asarray(image)
+
+    def masks(self) -> np.ndarray:
+        """Every glyph, white on black, as uint8 (count, image_size, image_size)."""
+        pixels = np.empty((len(self.labels), self.image_size, self.image_size), dtype=np.uint8)
+        for index in range(len(self.labels)):
+            image = Image.new("L", (self.canvas, self.canvas), 0)
+            self.draw(image, index, 255, int(self.strokes[index]))
+            pixels[index] = self.place(image, index)
+        return pixels
+
+
+def glyph_poses(
+    count: int,
+    image_size: int,
+    rng: np.random.Generator,
+    stroke: tuple[float, float] = GLYPH_STROKE,
+) -> GlyphPoses:
+    """`count` random digits and poses drawn from `rng`; `stroke` as in GLYPH_STROKE."""
     # Small images are drawn at twice the size and averaged down, for smoother strokes.
     canvas = image_size * 2 if image_size < 64 else image_size
-    rng = np.random.default_rng([seed, 0x61795])
     labels = rng.integers(0, 10, count)
     font_sizes = np.rint(rng.uniform(*GLYPH_FONT_SIZE, count) * canvas).astype(int)
     angles = rng.uniform(-GLYPH_MAX_ROTATION, GLYPH_MAX_ROTATION, count)
     shifts = rng.uniform(-GLYPH_MAX_SHIFT, GLYPH_MAX_SHIFT, (count, 2)) * canvas
-    thinnest, thickest = (max(1, round(canvas * width)) for width in GLYPH_STROKE)
+    thinnest, thickest = (max(1, round(canvas * width)) for width in stroke)
     strokes = rng.integers(thinnest, thickest + 1, count)
-    pixels = np.empty((count, image_size, image_size, 1), dtype=np.uint8)
-    for index in range(count):
-        image = Image.new("L", (canvas, canvas), 0)
-        ImageDraw.Draw(image).text(
-            (canvas / 2, canvas / 2),
-            str(labels[index]),
-            fill=255,
-            font=_font(int(font_sizes[index])),
-            anchor="mm",
-            stroke_width=int(strokes[index]),
-            stroke_fill=255,
-        )
-        image = image.rotate(
-            angles[index], resample=Image.Resampling.BILINEAR, translate=tuple(shifts[index])
-        )
-        if canvas != image_size:
-            image = image.resize((image_size, image_size), Image.Resampling.BOX)
-        pixels[index, :, :, 0] = np.asarray(image)
-    return pixels, labels
+    return GlyphPoses(image_size, canvas, labels, font_sizes, angles, shifts, strokes)
 
 
 @functools.lru_cache(maxsize=64)
@@ -255,28 +300,45 @@ def _load_keras_dataset(
         ) from None
     if images.ndim == 3:
         images = images[..., np.newaxis]
-    subset = _subset(len(images), limit, seed)
+    subset = seeded_subset(len(images), limit, seed)
     images, labels = images[subset], np.asarray(labels).reshape(-1)[subset]  # cifar10: (n, 1)
     if images.shape[1:3] == (image_size, image_size):
         return np.ascontiguousarray(images), labels
     return np.stack([_resize_array(image, image_size) for image in images]), labels
 
 
-def _load_directory(directory: Path, image_size: int, seed: int, limit: int | None) -> np.ndarray:
+def load_image_folder(
+    directory: Path, image_size: int, seed: int = 0, limit: int | None = None
+) -> np.ndarray:
+    """The images under `directory` as RGB uint8 (n, image_size, image_size, 3), a
+    seed-chosen subset of at most `limit`; JobError("dataset_invalid") for a bad file."""
     files = image_files(directory) if directory.is_dir() else []
     if not files:
         raise JobError("dataset_invalid", f"no image files in {directory}")
-    files = [files[index] for index in _subset(len(files), limit, seed)]
+    files = [files[index] for index in seeded_subset(len(files), limit, seed)]
     pixels = np.empty((len(files), image_size, image_size, 3), dtype=np.uint8)
     for index, path in enumerate(files):
-        try:
-            check_image_file(path)
-            pixels[index] = read_image(path, image_size)
-        except ValueError as exc:
-            raise JobError("dataset_invalid", str(exc)) from None
-        except Exception as exc:  # truncated data only shows when decoding
-            raise JobError("dataset_invalid", f"{path}: cannot decode ({detail(exc)})") from None
+        pixels[index] = read_dataset_image(path, image_size)
     return pixels
+
+
+def read_dataset_image(path: Path, size: int) -> np.ndarray:
+    """`read_image` of a dataset's file in a job, checked first (`reading_dataset_file`)."""
+    with reading_dataset_file(path):
+        check_image_file(path)
+        return read_image(path, size)
+
+
+@contextmanager
+def reading_dataset_file(path: Path) -> Iterator[None]:
+    """In a job, a dataset file that fails its check or its decoding: JobError
+    ("dataset_invalid") with one line naming it."""
+    try:
+        yield
+    except ValueError as exc:
+        raise JobError("dataset_invalid", str(exc)) from None
+    except Exception as exc:  # truncated data only shows when decoding
+        raise JobError("dataset_invalid", f"{path}: cannot decode ({detail(exc)})") from None
 
 
 def read_image(path: str | os.PathLike[str], size: int) -> np.ndarray:
@@ -306,7 +368,7 @@ def _resize_array(image: np.ndarray, size: int) -> np.ndarray:
     return resized[..., np.newaxis] if squeeze else resized
 
 
-def _subset(count: int, limit: int | None, seed: int) -> np.ndarray:
+def seeded_subset(count: int, limit: int | None, seed: int) -> np.ndarray:
     """Indices of a seed-chosen subset of at most `limit` items, in their original order."""
     if limit is None or limit >= count:
         return np.arange(count)

@@ -16,10 +16,13 @@ BUILTIN_KINDS: dict[str, str] = {
     "cgan": "kinds.cgan",
     "vae": "kinds.vae",
     "denoising-ae": "kinds.denoising_ae",
+    "pix2pix": "kinds.pix2pix",
+    "cyclegan": "kinds.cyclegan",
     "text-lm": "kinds.text_lm",
     "gan-sample": "kinds.gan_sample",
     "vae-sample": "kinds.vae_sample",
     "text-generate": "kinds.text_generate",
+    "translate": "kinds.translate",
     "style-transfer": "kinds.style_transfer",
     "deepdream": "kinds.deepdream",
 }

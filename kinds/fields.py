@@ -9,16 +9,21 @@ from pydantic import Field
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 128
 """Sides of the square images the image training kinds train on (multiples of 4)."""
+MAX_TRANSLATION_IMAGE_SIZE = 256
+"""The ceiling of the image-to-image kinds (pix2pix, cyclegan): their papers' 256 px."""
 IMAGE_SIZE_MULTIPLE = 4
-IMAGE_SIZE_HELP = (
-    f"side of the square images: a multiple of {IMAGE_SIZE_MULTIPLE} from {MIN_IMAGE_SIZE} "
-    f"to {MAX_IMAGE_SIZE} (e.g. 28, 32, 64)"
-)
 
 
-def image_size_field(default: int) -> Any:
+def image_size_help(most: int = MAX_IMAGE_SIZE) -> str:
+    return (
+        f"side of the square images: a multiple of {IMAGE_SIZE_MULTIPLE} from {MIN_IMAGE_SIZE} "
+        f"to {most} (e.g. 28, 32, 64)"
+    )
+
+
+def image_size_field(default: int, most: int = MAX_IMAGE_SIZE) -> Any:
     """`image_size` of an image training kind (checked by ImageTrainingSpec)."""
-    return Field(default, description=IMAGE_SIZE_HELP)
+    return Field(default, description=image_size_help(most))
 
 
 def count_field(default: int, most: int, help_: str, *, least: int = 1) -> Any:

@@ -12,7 +12,7 @@ counter, so saving and restoring it makes dropout masks repeat exactly after a r
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -30,10 +30,12 @@ class StateMismatch(ValueError):
 @dataclass(frozen=True)
 class TrainingState:
     """Everything a training checkpoint holds: models and optimizers by name (the
-    prefix of their arrays), each optimizer with the variables it trains."""
+    prefix of their arrays), each optimizer with the variables it trains, and other
+    variables of the training by name (CycleGAN's image pools)."""
 
     models: Mapping[str, keras.Model]
     optimizers: Mapping[str, tuple[keras.optimizers.Optimizer, Sequence[Any]]]
+    variables: Mapping[str, Sequence[Any]] = field(default_factory=dict)
 
     def arrays(self) -> dict[str, np.ndarray]:
         arrays: dict[str, np.ndarray] = {}
@@ -41,6 +43,8 @@ class TrainingState:
             arrays.update(model_arrays(name, model))
         for name, (optimizer, _) in self.optimizers.items():
             arrays.update(optimizer_arrays(name, optimizer))
+        for name, variables in self.variables.items():
+            arrays.update(variables_to_arrays(name, variables))
         return arrays
 
     def load(self, arrays: Mapping[str, np.ndarray]) -> None:
@@ -49,6 +53,8 @@ class TrainingState:
             load_model_arrays(name, model, arrays)
         for name, (optimizer, variables) in self.optimizers.items():
             load_optimizer_arrays(name, optimizer, arrays, variables)
+        for name, variables in self.variables.items():
+            assign_arrays(name, variables, arrays)
 
 
 def model_arrays(prefix: str, model: keras.Model) -> dict[str, np.ndarray]:
@@ -95,13 +101,18 @@ def assign_arrays(prefix: str, variables: Sequence[Any], arrays: Mapping[str, np
         )
     for key, var in zip(expected, variables, strict=True):
         array = np.asarray(arrays[key])
-        if tuple(array.shape) != tuple(var.shape) or array.dtype != np.dtype(var.dtype):
+        if tuple(array.shape) != tuple(var.shape) or array.dtype != numpy_dtype(var):
             raise StateMismatch(
                 f"checkpoint array {key} is {array.dtype}{list(array.shape)}, variable "
-                f"{var.path} is {np.dtype(var.dtype)}{list(var.shape)}"
+                f"{var.name} is {numpy_dtype(var)}{list(var.shape)}"
             )
     for key, var in zip(expected, variables, strict=True):
         var.assign(arrays[key])
+
+
+def numpy_dtype(var: Any) -> np.dtype[Any]:
+    """The numpy dtype of a Keras variable (dtype "float32") or a TensorFlow one."""
+    return np.dtype(getattr(var.dtype, "as_numpy_dtype", var.dtype))
 
 
 def reinitialize(model: keras.Model, seed: int | Sequence[int]) -> None:
@@ -115,7 +126,7 @@ def reinitialize(model: keras.Model, seed: int | Sequence[int]) -> None:
     seeds = [seed] if isinstance(seed, int) else list(seed)
     owners = _variable_owners(model)
     for index, var in enumerate(model.variables):
-        var_seed = _derive_seed(seeds, index)
+        var_seed = derive_seed(seeds, index)
         if var.name == SEED_STATE_NAME:
             var.assign(np.array([var_seed, 0], dtype=np.dtype(var.dtype)))
         else:
@@ -136,7 +147,7 @@ def _key(prefix: str, index: int) -> str:
     return f"{prefix}.{index:04d}"
 
 
-def _derive_seed(seeds: Sequence[int], index: int) -> int:
+def derive_seed(seeds: Sequence[int], index: int) -> int:
     state = np.random.SeedSequence([*seeds, index]).generate_state(1, dtype=np.uint32)[0]
     return int(state) % (2**31 - 1)  # Keras int seeds must fit in int32
 

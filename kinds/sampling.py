@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from core.errors import detail
-from kinds.contract import JobContext, JobError
+from kinds.contract import Checkpoint, JobContext, JobError
 from kinds.images import to_uint8
 
 PREDICT_BATCH = 256  # images per forward pass when decoding many latent points
@@ -121,3 +121,11 @@ def predict(
             result = result[output]
         outputs.append(np.asarray(result))
     return np.concatenate(outputs, axis=0)
+
+
+def generation_step(ctx: JobContext, step: int, total: int) -> None:
+    """Progress of a generation job, and the chance to pause or cancel it. There is
+    nothing to resume from but the spec: a resumed job makes everything again, to the
+    same bytes."""
+    ctx.progress(step, total)
+    ctx.boundary(step, lambda: Checkpoint(step=step, arrays={}, meta={}))

@@ -25,9 +25,18 @@ class Stream(IntEnum):
     """Each epoch's order of the training rows (with the epoch as third component)."""
     BACKBONE = 5
     """Random (`none`) weights of a render kind's backbone."""
+    THIRD_NETWORK = 6
+    """Initial weights of a third network (CycleGAN's discriminator of domain A)."""
+    FOURTH_NETWORK = 7
+    """Initial weights of a fourth network (CycleGAN's discriminator of domain B)."""
 
 
-NETWORK_STREAMS = (Stream.FIRST_NETWORK, Stream.SECOND_NETWORK)
+NETWORK_STREAMS = (
+    Stream.FIRST_NETWORK,
+    Stream.SECOND_NETWORK,
+    Stream.THIRD_NETWORK,
+    Stream.FOURTH_NETWORK,
+)
 """Initial-weight streams of a kind's networks, in the order the kind declares them."""
 
 

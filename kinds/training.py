@@ -94,8 +94,9 @@ class EpochLoop:
 
     `indices` are the int32 row indices of one batch, `key` the int64 pair
     (seed, global step) for the step's stateless random ops; the step returns one
-    float per name in `metrics`. After each epoch the means are recorded as a metrics
-    event and `end_epoch(epoch, global_step)` runs. `state` gives and takes every array
+    float per name in `metrics`. After each epoch the means, with what `evaluate()` measures
+    (held-out metrics), are recorded as one metrics event and `end_epoch(epoch,
+    global_step)` runs. `state` gives and takes every array
     a checkpoint must hold; the loop adds its position.
 
     Checkpoint metadata: epoch, step_in_epoch, global_step, `<metric>_sum` per metric,
@@ -112,11 +113,13 @@ class EpochLoop:
         train_step: Callable[[np.ndarray, np.ndarray], Sequence[float]],
         state: State,
         end_epoch: Callable[[int, int], None],
+        evaluate: Callable[[], Mapping[str, float]] | None = None,
         nan_hint: str = "try a lower learning_rate",
     ) -> None:
         self.spec, self.ctx, self.rows = spec, ctx, rows
         self.metrics = tuple(metrics)
         self.train_step, self.state, self.end_epoch = train_step, state, end_epoch
+        self.evaluate = evaluate
         self.nan_hint = nan_hint
         self.steps = steps_per_epoch(spec, rows)
         self.total = spec.epochs * self.steps
@@ -156,6 +159,8 @@ class EpochLoop:
 
     def _finish_epoch(self, position: Position) -> None:
         means = {name: position.sums.get(name, 0.0) / self.steps for name in self.metrics}
+        if self.evaluate is not None:
+            means.update(self.evaluate())
         self.ctx.metrics(means, step=position.global_step, epoch=position.epoch)
         self.end_epoch(position.epoch, position.global_step)
 

@@ -57,8 +57,9 @@ class TrainingModels(ABC):
     an embedding's gradient, for one), so a step traced for a job without op determinism
     would compute other bits for a deterministic job: each setting has its own trace.
 
-    `jobs` counts the jobs that used this entry, `tracing_count` the traces of the step
-    of the current job's setting.
+    `variables` are more of the entry's state for checkpoints, by name; `configure` resets
+    them per job. `jobs` counts the jobs that used this entry, `tracing_count` the traces
+    of the step of the current job's setting.
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class TrainingModels(ABC):
         *,
         mixed: bool,
         autograph: bool = True,
+        variables: Mapping[str, Sequence[Any]] | None = None,
     ) -> None:
         if len(networks) > len(NETWORK_STREAMS):
             raise ValueError(f"at most {len(NETWORK_STREAMS)} networks have a seed stream")
@@ -85,6 +87,7 @@ class TrainingModels(ABC):
         self.state = keras_state.TrainingState(
             models=self.networks,
             optimizers={name: (self.optimizers[name], trained[name]) for name in optimizers},
+            variables=variables or {},
         )
         self._trace = partial(
             tf.function, self._train_step, input_signature=list(signature), autograph=autograph
@@ -142,6 +145,8 @@ class TrainingImages:
     tensors: tuple[tf.Tensor, ...]
     count: int
     dataset: str
+    unit: str = "images"
+    """What a row is, for errors: images, pairs."""
 
     @classmethod
     def load(cls, spec: ImageTrainingSpec, *, labelled: bool = False) -> TrainingImages:
@@ -162,7 +167,7 @@ class TrainingImages:
         return TrainingRows(
             count=self.count,
             source="dataset",
-            describe=f"dataset {self.dataset!r} has {self.count} images",
+            describe=f"dataset {self.dataset!r} has {self.count} {self.unit}",
             too_small="dataset_too_small",
             identity={"dataset_images": self.count},
         )
@@ -177,6 +182,7 @@ def train_on_images(
     metrics: Sequence[str],
     end_epoch: Callable[[int, int], None],
     final: Sequence[str],
+    evaluate: Callable[[], Mapping[str, float]] | None = None,
 ) -> None:
     """Train `models` on `images` to the last epoch (from the job's checkpoint, if any),
     then record the networks named in `final` as model outputs."""
@@ -186,7 +192,7 @@ def train_on_images(
 
     loop = EpochLoop(
         spec, ctx, rows=images.rows, metrics=metrics, train_step=step, state=models.state,
-        end_epoch=end_epoch,
+        end_epoch=end_epoch, evaluate=evaluate,
     )  # fmt: skip
     last_step = loop.run(ctx.restore())
     networks = {name: models.networks[name] for name in final}

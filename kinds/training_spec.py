@@ -43,6 +43,7 @@ class ImageTrainingSpec(TrainingSpec):
 
     folder_fields: ClassVar[tuple[str, ...]] = ("dataset",)
     """Fields that may name an object-store folder, synced by the worker (kinds.contract)."""
+    max_image_size: ClassVar[int] = MAX_IMAGE_SIZE
 
     @field_validator("dataset")
     @classmethod
@@ -52,10 +53,10 @@ class ImageTrainingSpec(TrainingSpec):
     @field_validator("image_size")
     @classmethod
     def _check_image_size(cls, value: int) -> int:
-        if value % IMAGE_SIZE_MULTIPLE or not MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE:
+        if value % IMAGE_SIZE_MULTIPLE or not MIN_IMAGE_SIZE <= value <= cls.max_image_size:
             raise ValueError(
                 f"image_size must be a multiple of {IMAGE_SIZE_MULTIPLE} from {MIN_IMAGE_SIZE} "
-                f"to {MAX_IMAGE_SIZE}"
+                f"to {cls.max_image_size}"
             )
         return value
 

@@ -6,10 +6,18 @@ import math
 
 import numpy as np
 
-from kinds.contract import Checkpoint, JobContext, JobError
+from kinds.contract import JobContext, JobError
 from kinds.gan_sample import Spec
 from kinds.images import grid_png, png_bytes, to_uint8
-from kinds.sampling import PREDICT_BATCH, gif_bytes, load_model, model_path, predict, walk
+from kinds.sampling import (
+    PREDICT_BATCH,
+    generation_step,
+    gif_bytes,
+    load_model,
+    model_path,
+    predict,
+    walk,
+)
 from kinds.seeds import SamplingStream
 
 
@@ -64,7 +72,7 @@ def generate(spec: Spec, ctx: JobContext) -> None:
     for index, begin in enumerate(range(0, spec.count, PREDICT_BATCH)):
         chunk = slice(begin, begin + PREDICT_BATCH)
         images.append(generator(latents[chunk], None if conditions is None else conditions[chunk]))
-        _step(ctx, index + 1, total)
+        generation_step(ctx, index + 1, total)
     images_array = np.concatenate(images)
     for index, image in enumerate(to_uint8(images_array)):
         data = png_bytes(image)
@@ -88,11 +96,4 @@ def generate(spec: Spec, ctx: JobContext) -> None:
             ctx.save_output("walk", f"frame_{index:04d}.png", data)
         gif = gif_bytes(video, spec.frame_ms)
         ctx.save_output("walk", "walk.gif", gif)
-        _step(ctx, total, total)
-
-
-def _step(ctx: JobContext, step: int, total: int) -> None:
-    """Progress, and the chance to pause or cancel (nothing to resume from but the spec:
-    a resumed job renders everything again, to the same bytes)."""
-    ctx.progress(step, total)
-    ctx.boundary(step, lambda: Checkpoint(step=step, arrays={}, meta={}))
+        generation_step(ctx, total, total)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -141,9 +142,12 @@ def check_image_file(path: str | os.PathLike[str]) -> tuple[int, int]:
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        status = path.stat()
     except OSError as exc:
         raise ValueError(f"{shown(str(path))}: cannot read the file ({exc.strerror})") from None
+    if stat.S_ISDIR(status.st_mode):
+        raise ValueError(f"{shown(str(path))}: a directory, not an image file")
+    size = status.st_size
     if size > MAX_INPUT_BYTES:
         raise ValueError(f"{path}: {size} bytes, over the {MAX_INPUT_BYTES}-byte limit per image")
     try:

@@ -70,6 +70,12 @@ def test_defaults_follow_the_papers() -> None:
     )
 
 
+def test_translate_takes_one_image_or_a_list(tmp_path: Path) -> None:
+    paths = write_images(tmp_path, render_outlines(2, SIZE)[0], SIZE)
+    assert translate.Spec(model="abcd", images=paths[0]).images == [paths[0]]
+    assert translate.Spec(model="abcd", images=paths).images == paths
+
+
 def test_pix2pix_networks_have_the_papers_shapes() -> None:
     from keras import layers
 

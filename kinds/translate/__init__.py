@@ -38,12 +38,17 @@ class Spec(JobSpec):
         description="a pix2pix or cyclegan job: its id, a unique prefix, or a model output (#N)",
     )
     images: list[str] = Field(
-        min_length=1, max_length=MAX_IMAGES, description="image files to translate"
+        min_length=1, max_length=MAX_IMAGES, description="image files to translate (one or a list)"
     )
     direction: Literal["AtoB", "BtoA"] | None = Field(
         None, description="cyclegan only: A to B (the default) or B to A"
     )
     seed: int = Field(0, ge=0, description="pix2pix only: its dropout noise")
+
+    @field_validator("images", mode="before")
+    @classmethod
+    def _one_image(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value  # --set images=photo.png
 
     @field_validator("images")
     @classmethod

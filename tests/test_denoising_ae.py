@@ -1,15 +1,21 @@
-"""The denoising-ae kind: spec, and a run through a real worker (noisy / denoised / clean
-previews, the autoencoder, falling loss, actual denoising). Resume, crash, warm cache,
-non-finite loss, imports and bad specs: tests/test_kind_contract.py."""
+"""The denoising-ae kind: spec, a run through a real worker (noisy / denoised / clean
+previews, the autoencoder, falling loss, actual denoising), and the plain autoencoder
+(noise_factor 0) in process. Resume, crash, warm cache, non-finite loss, imports and bad
+specs: tests/test_kind_contract.py."""
 
 from __future__ import annotations
+
+from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from kinds.denoising_ae import DEFAULT_QUEUE, Spec
+from kinds.denoising_ae import DEFAULT_QUEUE, Spec, run
 from tests.fixtures.data import enlarged
 from tests.fixtures.jobs import events_of, finished, output_paths
+from tests.fixtures.kind_cases import CASES
+from tests.fixtures.local_context import LocalContext
 from tests.fixtures.stacks import Stack
 from tests.fixtures.trained import DENOISING_AE, training_jobs
 
@@ -56,3 +62,16 @@ def test_trains_and_denoises(embedded_stack: Stack) -> None:
 
     autoencoder = keras.saving.load_model(model)
     assert autoencoder(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 28, 28, 1)
+
+
+def test_noise_factor_zero_is_the_plain_autoencoder(tmp_path: Path) -> None:
+    spec = Spec(**{**CASES["denoising-ae"].values, "noise_factor": 0.0, "epochs": 4})
+    ctx = LocalContext(tmp_path)
+    run(spec, ctx)
+    side = spec.image_size + 2
+    for epoch in range(1, spec.epochs + 1):  # rows: images, reconstructions
+        with Image.open(ctx.outputs[("sample", f"epoch_{epoch:04d}.png")]) as image:
+            assert image.size == enlarged((spec.samples * side + 2, 2 * side + 2))
+    losses = [event.values["loss"] for event in ctx.metric_events]
+    assert len(losses) == spec.epochs, losses
+    assert all(later < earlier for earlier, later in pairwise(losses)), losses

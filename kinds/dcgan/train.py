@@ -3,9 +3,10 @@
 Reproducibility: every random number comes from the job seed. Weights are drawn per
 variable from (seed, network, index); each step's latent vectors and label noise from
 stateless ops keyed by (seed, global step); each epoch's data order from
-(seed, epoch); dropout from the discriminator's seed-generator state, which the
-checkpoint holds together with all weights and optimizer slots. A run resumed from any
-checkpoint therefore repeats the uninterrupted run exactly when op determinism is on.
+(seed, epoch); dropout from the networks' seed-generator states, which the checkpoint
+holds together with all weights, batch-normalisation statistics and optimizer slots. A
+run resumed from any checkpoint therefore repeats the uninterrupted run exactly when op
+determinism is on.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from kinds.contract import JobContext
 from kinds.dcgan import Spec
-from kinds.dcgan.model import build_discriminator, build_generator
+from kinds.dcgan.model import NETWORKS
 from kinds.gan import METRICS, GanModels
 from kinds.images import grid_png
 from kinds.reproducibility import configure_randomness
@@ -25,12 +26,16 @@ from kinds.training_models import TrainingImages, train_on_images
 
 
 def cache_key(spec: Spec) -> tuple[object, ...]:
+    """What the entry's networks, optimizers and traced step are built from (k unrolls
+    into the step)."""
     shape = (spec.image_size, spec.channels, spec.latent_dim)
-    return ("dcgan", *shape, spec.beta_1, spec.mixed_precision)
+    step = (spec.beta_1, spec.discriminator_steps, spec.mixed_precision)
+    return ("dcgan", spec.architecture, *shape, *step)
 
 
 def build_models(spec: Spec) -> GanModels:
     size, channels, latent_dim = spec.image_size, spec.channels, spec.latent_dim
+    build_generator, build_discriminator = NETWORKS[spec.architecture]
     return GanModels(
         lambda: build_generator(size, channels, latent_dim),
         lambda: build_discriminator(size, channels),
@@ -39,6 +44,7 @@ def build_models(spec: Spec) -> GanModels:
         latent_dim=latent_dim,
         classes=None,
         beta_1=spec.beta_1,
+        discriminator_steps=spec.discriminator_steps,
         mixed=spec.mixed_precision,
     )
 

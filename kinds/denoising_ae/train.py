@@ -94,8 +94,10 @@ def train(spec: Spec, ctx: JobContext) -> None:
     noisy = (clean + spec.noise_factor * rng.standard_normal(clean.shape)).astype(np.float32)
 
     def save_preview(epoch: int, step: int) -> None:
-        rows = np.concatenate([noisy, predict(models.autoencoder, noisy), clean])
-        save_sample(ctx, grid_png(rows, columns=len(clean)), epoch=epoch, step=step)
+        rows = [noisy, predict(models.autoencoder, noisy)]
+        if spec.noise_factor:  # a plain autoencoder's input row is the clean row already
+            rows.append(clean)
+        save_sample(ctx, grid_png(np.concatenate(rows), columns=len(clean)), epoch=epoch, step=step)
 
     train_on_images(
         spec, ctx, models, images, metrics=("loss",), end_epoch=save_preview,

@@ -9,7 +9,7 @@ normalization on one image); their generators end in tanh, so images are in [-1,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,7 +18,9 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from kinds.contract import JobError
 from kinds.keras_state import SEED_STATE_NAME, derive_seed
+from kinds.translation import TranslationSpec
 
 LEAK = 0.2
 KERNEL = 4
@@ -96,9 +98,22 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(tf.clip_by_value(tf.round(resized), 0, 255), np.uint8)
 
 
-def split_held_out(images: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """(training images, the last `count` images), so the held-out ones are never trained on."""
-    return images[:-count], images[-count:]
+def hold_out(
+    spec: TranslationSpec, sides: Sequence[np.ndarray], names: Sequence[str]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each side's training images (uint8, as loaded) and its last `held_out` images,
+    never trained on, at the image size in [-1, 1]. A side with nothing left to train on
+    is a JobError naming it (`names`: "pairs", "images in A"...)."""
+    count = spec.held_out
+    for name, side in zip(names, sides, strict=True):
+        if len(side) <= count:
+            raise JobError(
+                "dataset_too_small",
+                f"dataset {spec.dataset!r} has {len(side)} {name}; held_out takes {count} "
+                "and training needs at least one more",
+            )
+    held = [to_model_range(resize(side[-count:], spec.image_size)).numpy() for side in sides]
+    return [side[:-count] for side in sides], held
 
 
 @contextmanager

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kinds.contract import JobContext, JobError
+from kinds.contract import JobContext
 from kinds.cyclegan import Spec
 from kinds.cyclegan.model import build_discriminator, build_generator
 from kinds.image_pairs import load_unpaired
@@ -24,9 +24,8 @@ from kinds.reproducibility import configure_randomness
 from kinds.training import save_sample, steps_per_epoch
 from kinds.training_models import OptimizerPlan, TrainingImages, TrainingModels, train_on_images
 from kinds.translation_nets import (
+    hold_out,
     jitter,
-    resize,
-    split_held_out,
     to_model_range,
     to_unit_range,
     translate_each,
@@ -221,20 +220,12 @@ def load(spec: Spec) -> tuple[TrainingImages, np.ndarray, np.ndarray]:
     images at the image size, in [-1, 1]."""
     limit = spec.dataset_size + spec.held_out if spec.dataset_size else None
     sides = load_unpaired(spec.dataset, spec.load_size, seed=spec.seed, limit=limit)
-    for name, side in zip("AB", sides, strict=True):
-        if len(side) <= spec.held_out:
-            raise JobError(
-                "dataset_too_small",
-                f"dataset {spec.dataset!r} has {len(side)} images in {name}; held_out takes "
-                f"{spec.held_out} and training needs at least one more",
-            )
-    (train_a, held_a), (train_b, held_b) = (split_held_out(side, spec.held_out) for side in sides)
+    (train_a, train_b), held = hold_out(spec, sides, ("images in A", "images in B"))
     images = TrainingImages(
         (tf.convert_to_tensor(train_a), tf.convert_to_tensor(train_b)),
         max(len(train_a), len(train_b)),
         spec.dataset,
     )
-    held = [to_model_range(resize(side, spec.image_size)).numpy() for side in (held_a, held_b)]
     return images, held[0], held[1]
 
 

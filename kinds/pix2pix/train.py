@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kinds.contract import JobContext, JobError
+from kinds.contract import JobContext
 from kinds.image_pairs import load_pairs
 from kinds.images import grid_png
 from kinds.pix2pix import Spec
@@ -24,9 +24,8 @@ from kinds.reproducibility import configure_randomness
 from kinds.training import save_sample
 from kinds.training_models import OptimizerPlan, TrainingImages, TrainingModels, train_on_images
 from kinds.translation_nets import (
+    hold_out,
     jitter,
-    resize,
-    split_held_out,
     to_model_range,
     to_unit_range,
     translate_each,
@@ -114,24 +113,13 @@ def load(spec: Spec) -> tuple[TrainingImages, np.ndarray, np.ndarray]:
     sources, targets = load_pairs(spec.dataset, spec.load_size, seed=spec.seed, limit=limit)
     if spec.direction == "BtoA":
         sources, targets = targets, sources
-    if len(sources) <= spec.held_out:
-        raise JobError(
-            "dataset_too_small",
-            f"dataset {spec.dataset!r} has {len(sources)} pairs; held_out takes "
-            f"{spec.held_out} and training needs at least one more",
-        )
-    train_sources, held_sources = split_held_out(sources, spec.held_out)
-    train_targets, held_targets = split_held_out(targets, spec.held_out)
+    (train_sources, train_targets), held = hold_out(spec, (sources, targets), ("pairs",) * 2)
     images = TrainingImages(
         (tf.convert_to_tensor(train_sources), tf.convert_to_tensor(train_targets)),
         len(train_sources),
         spec.dataset,
         unit="pairs",
     )
-    held = [
-        to_model_range(resize(part, spec.image_size)).numpy()
-        for part in (held_sources, held_targets)
-    ]
     return images, held[0], held[1]
 
 

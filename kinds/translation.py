@@ -16,6 +16,9 @@ from kinds.training_spec import ImageTrainingSpec
 JITTER_MARGIN = 30 / 256
 """Random jitter: resize to (1 + margin) x the size (286 for 256 px), crop back at random."""
 MAX_HELD_OUT = 64
+CHECKPOINT_EVERY = 1000
+"""Steps between checkpoints: five times the other kinds', as batch-1 steps are short and
+the checkpoints large (on the tutorial's V100, about 40 s of pix2pix's steps)."""
 Direction = Literal["AtoB", "BtoA"]
 
 
@@ -40,6 +43,12 @@ class TranslationSpec(ImageTrainingSpec):
     filters: int = Field(64, gt=0, description="filters of the networks' first layer")
     held_out: int = count_field(
         4, MAX_HELD_OUT, "images kept out of training for each epoch's grid"
+    )
+    checkpoint_every: int = Field(
+        CHECKPOINT_EVERY,
+        gt=0,
+        description="steps between checkpoints (a pix2pix checkpoint with both Adams' slots "
+        "is 384 MB at 64 px, 655 MB at 256)",
     )
 
     @property

@@ -21,15 +21,10 @@ from kinds.cyclegan.model import build_discriminator, build_generator
 from kinds.image_pairs import load_unpaired
 from kinds.images import grid_png
 from kinds.reproducibility import configure_randomness
+from kinds.sampling import predict
 from kinds.training import save_sample, steps_per_epoch
 from kinds.training_models import OptimizerPlan, TrainingImages, TrainingModels, train_on_images
-from kinds.translation_nets import (
-    hold_out,
-    jitter,
-    to_model_range,
-    to_unit_range,
-    translate_each,
-)
+from kinds.translation_nets import hold_out, jitter, to_model_range, to_unit_range
 
 METRICS = ("g_loss", "f_loss", "d_a_loss", "d_b_loss", "cycle_loss", "identity_loss")
 GENERATORS = ("generator_ab", "generator_ba")
@@ -238,12 +233,9 @@ def train(spec: Spec, ctx: JobContext) -> None:
     g, f = (models.networks[name] for name in GENERATORS)
 
     def save_grid(epoch: int, step: int) -> None:
-        fake_b = translate_each(g, held_a, training=False)
-        fake_a = translate_each(f, held_b, training=False)
-        rows = [
-            held_a, fake_b, translate_each(f, fake_b, training=False),
-            held_b, fake_a, translate_each(g, fake_a, training=False),
-        ]  # fmt: skip
+        # Batched: instance normalization makes each image's output its own.
+        fake_b, fake_a = predict(g, held_a), predict(f, held_b)
+        rows = [held_a, fake_b, predict(f, fake_b), held_b, fake_a, predict(g, fake_a)]
         png = grid_png(to_unit_range(np.concatenate(rows)), columns=spec.held_out)
         save_sample(ctx, png, epoch=epoch, step=step)
 

@@ -148,7 +148,7 @@ class Spec(TrainingSpec):
         if not isinstance(data, dict):
             return data
         architecture = data.get("architecture", TRANSFORMER)
-        if architecture not in ARCHITECTURE_DEFAULTS:
+        if not isinstance(architecture, str) or architecture not in ARCHITECTURE_DEFAULTS:
             return data  # the field's own check reports it
         for name, only in ONLY_FOR.items():
             if only != architecture and data.get(name) is not None:

@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -144,7 +145,7 @@ def adam() -> keras.optimizers.Optimizer:
     return keras.optimizers.Adam(LEARNING_RATE, beta_1=BETA_1)
 
 
-class PlainLoop:
+class PlainLoop(ABC):
     """Networks, an Adam for each, a traced step taking two uint8 batches, and the
     training images (two sides); `train` runs some epochs of steps and clocks them."""
 
@@ -166,8 +167,9 @@ class PlainLoop:
         pixels = tf.TensorSpec([None, sizes.load_size, sizes.load_size, 3], tf.uint8)
         self.train_step = tf.function(self._train_step, input_signature=[pixels, pixels])
 
+    @abstractmethod
     def _train_step(self, first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
-        raise NotImplementedError
+        """One update of every network on a batch of each side; the losses."""
 
     def key(self) -> tf.Tensor:
         """(seed, step) for the step's stateless random ops, then counts the step."""

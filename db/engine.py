@@ -8,12 +8,20 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from psycopg.errors import IdleInTransactionSessionTimeout
+from sqlalchemy import Engine, ExceptionContext, create_engine, event, make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_SECONDS = 5
+IDLE_IN_TRANSACTION_SECONDS = 5
+"""PostgreSQL ends a session that sits this long inside a transaction. Atelier's
+transactions are a few statements with nothing slow between them, so a session that
+idles this long has a client that is gone: killed, or cut off by the network after the
+server ran its UPDATE. Until the server ends it, its row locks stay, and everyone else
+(the scheduler expiring that very lease, the worker taking the job over) waits on them
+for as long as TCP takes to notice a dead peer: hours."""
 
 
 def make_engine(url: str, *, read_only: bool = False) -> Engine:
@@ -22,9 +30,31 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
     # A database that cannot be reached is an error within seconds (not a hang), so the
     # processes waiting out an outage keep their own pace.
     connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
-    return create_engine(
+    engine = create_engine(
         url, pool_pre_ping=True, pool_size=4, max_overflow=4, connect_args=connect_args
     )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # A SET, not libpq's `options`, so that options in the user's URL still apply.
+        timeout_ms = IDLE_IN_TRANSACTION_SECONDS * 1000
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {timeout_ms}")
+        dbapi_connection.commit()
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> OperationalError | None:
+        # The server ended a session that stalled inside a transaction: to its caller
+        # that is a lost connection (wait it out, reconnect), not a bug in its SQL.
+        if not isinstance(context.original_exception, IdleInTransactionSessionTimeout):
+            return None
+        context.is_disconnect = True
+        return OperationalError(
+            context.statement, context.parameters, context.original_exception,
+            connection_invalidated=True,
+        )  # fmt: skip
+
+    return engine
 
 
 def _sqlite_engine(url: str, read_only: bool = False) -> Engine:

@@ -113,13 +113,15 @@ class Client:
         valid = validate_spec(kind, spec or {}, submission)
         if max_attempts < 1:
             raise SpecError(f"max attempts must be at least 1, got {max_attempts}")
-        with self.sessions.begin() as session:
+        with self.readers() as session:
             values, waits_for = self._link_models(session, kind, valid)
             if after:
                 waits_for.add(self._dependency(session, after))
-            if len(waits_for) > 1:
-                raise SpecError(f"a job can wait for one other job, not {sorted(waits_for)}")
-            values = store_inputs(values, valid.input_files, self.store)
+        if len(waits_for) > 1:
+            raise SpecError(f"a job can wait for one other job, not {sorted(waits_for)}")
+        # Uploads stay out of the transaction: the database ends a session idle that long.
+        values = store_inputs(values, valid.input_files, self.store)
+        with self.sessions.begin() as session:
             job = jobs.create_job(
                 session,
                 kind=kind,

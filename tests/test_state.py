@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -9,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.presence import WorkerSlots
 from core.publish import sha256_of
 from core.storage import DirectoryStore
 from db import jobs
-from db.engine import session_factory
+from db.engine import IDLE_IN_TRANSACTION_SECONDS, make_engine, session_factory
 from db.migrate import HEAD_REVISION, MIGRATIONS, current_revision, ensure_current, upgrade
 from db.models import Event, EventType, Job, JobStatus, Output, StopRequest, utcnow
 from kinds.contract import Checkpoint
@@ -269,4 +271,43 @@ def test_migration_turns_recorded_paths_into_storage_keys(backend: str, tmp_path
         }
     finally:
         session_factory(url).kw["bind"].dispose()
+        drop()
+
+
+def test_a_worker_gone_inside_a_transaction_does_not_hold_its_job_s_row() -> None:
+    """A worker cut off by the network just after the server ran its lease renewal leaves
+    a session inside a transaction, holding the job's row lock, on a connection TCP takes
+    hours to declare dead. PostgreSQL must end that session, or the scheduler expiring
+    the lease (and any worker taking the job over) waits on the lock all that time."""
+    url, drop = postgres_database()
+    upgrade(url)
+    sessions = session_factory(url)
+    gone = make_engine(url).connect()  # its own engine: the worker on another machine
+    try:
+        job_id = new_job(sessions)
+        with sessions.begin() as session:
+            assert jobs.mark_queued(session, job_id)
+            claim = jobs.claim(session, job_id, "b@h", 7, lease_seconds=-1)  # born expired
+        assert claim is not None
+        gone.begin()
+        with Session(bind=gone) as renewing:
+            assert jobs.renew_lease(renewing, job_id, claim.token, 60)[0]  # never committed
+
+        expired: list[list[tuple[str, str]]] = []
+
+        def expire() -> None:
+            with sessions.begin() as session:
+                expired.append(jobs.expire_leases(session, utcnow()))
+
+        scheduler = threading.Thread(target=expire, daemon=True)
+        scheduler.start()
+        scheduler.join(timeout=IDLE_IN_TRANSACTION_SECONDS + 30)
+        assert not scheduler.is_alive(), "the scheduler waits on a lock of a client gone"
+        assert expired == [[(job_id, "pending")]]
+        with pytest.raises(OperationalError):  # the server ended the gone one's session
+            gone.execute(text("SELECT 1"))
+    finally:
+        gone.invalidate()
+        gone.engine.dispose()
+        sessions.kw["bind"].dispose()
         drop()

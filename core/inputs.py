@@ -36,8 +36,17 @@ def _each(spec: dict[str, Any], fields: tuple[str, ...], change: Any) -> dict[st
     return changed
 
 
+def input_keys(spec: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """The spec as `store_inputs` would make it, without storing anything."""
+    return _each(spec, fields, lambda value: input_key(Path(value)))
+
+
+def input_key(source: Path) -> str:
+    return f"{STORE_FOLDER}/{sha256_of(source)}{source.suffix.lower()}"
+
+
 def store_file(source: Path, store: Storage) -> str:
-    key = f"{STORE_FOLDER}/{sha256_of(source)}{source.suffix.lower()}"
+    key = input_key(source)
     if not store.exists(key):  # content-addressed: the same bytes may be written twice
         store.publish(key, lambda path: shutil.copyfile(source, path), replace=True)
     return key

@@ -63,6 +63,18 @@ def add_event(
     session.execute(insert(Event).values(**values))
 
 
+@dataclass(frozen=True)
+class Sharing:
+    """How a job shares the pool (scheduler.policy), fixed at submit."""
+
+    owner: str = ""
+    preemptible: bool = True
+    time_limit_seconds: float | None = None
+    sweep_id: str | None = None
+    continues: str | None = None
+    notify: tuple[str, ...] = ()
+
+
 def create_job(
     session: Session,
     *,
@@ -72,6 +84,7 @@ def create_job(
     priority: int = 0,
     max_attempts: int = 3,
     depends_on: str | None = None,
+    sharing: Sharing = Sharing(),
 ) -> Job:
     job = Job(
         id=new_job_id(),
@@ -82,11 +95,26 @@ def create_job(
         priority=priority,
         max_attempts=max_attempts,
         depends_on=depends_on,
+        owner=sharing.owner,
+        preemptible=sharing.preemptible,
+        time_limit_seconds=sharing.time_limit_seconds,
+        sweep_id=sharing.sweep_id,
+        continues=sharing.continues,
+        notify=list(sharing.notify) or None,
     )
     session.add(job)
     session.flush()
-    add_event(session, job.id, EventType.SUBMITTED, {"kind": kind, "priority": priority})
+    submitted = {"kind": kind, "priority": priority, "owner": sharing.owner}
+    add_event(session, job.id, EventType.SUBMITTED, submitted)
     return job
+
+
+def time_used(job: Job, now: datetime) -> float:
+    """Seconds the job has run over all its attempts, the current one's so far included."""
+    started = job.attempt_started_at
+    if job.status != JobStatus.RUNNING or started is None:
+        return job.run_seconds
+    return job.run_seconds + max((now - started).total_seconds(), 0.0)
 
 
 def _set_status(session: Session, job_id: str, where: ColumnElement[bool], **values: Any) -> bool:
@@ -246,10 +274,11 @@ CLAIM = (
         status=JobStatus.RUNNING,
         attempts=Job.attempts + 1,
         lease_token=bindparam("token"),
-        lease_owner=bindparam("owner"),
+        lease_owner=bindparam("worker"),
         worker_pid=bindparam("pid"),
         lease_expires_at=bindparam("expires"),
         started_at=func.coalesce(Job.started_at, bindparam("now")),
+        attempt_started_at=bindparam("now"),
         updated_at=bindparam("now"),
         error_code=None,
         error_message=None,
@@ -283,7 +312,7 @@ def claim(
             "job_id": job_id,
             "now": now,
             "token": token,
-            "owner": owner,
+            "worker": owner,
             "pid": pid,
             "expires": now + timedelta(seconds=lease_seconds),
         },

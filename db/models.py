@@ -6,7 +6,18 @@ import enum
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    true,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -36,6 +47,13 @@ class StopRequest(enum.StrEnum):
     CANCEL = "cancel"
     PAUSE = "pause"
     SHUTDOWN = "shutdown"  # the worker is going away: checkpoint and hand the job back
+    PREEMPT = "preempt"  # a job of higher priority needs the slot: checkpoint, back to pending
+    TIME_LIMIT = "time_limit"  # its running time is used up: checkpoint, then fail
+
+    @property
+    def hands_back(self) -> bool:
+        """The job goes back to pending without using an attempt."""
+        return self in (StopRequest.SHUTDOWN, StopRequest.PREEMPT)
 
 
 class EventType(enum.StrEnum):
@@ -49,7 +67,10 @@ class EventType(enum.StrEnum):
     MODEL_CACHE = "model_cache"  # what a run found in and added to its worker's cache
     LEASE_EXPIRED = "lease_expired"
     RETRY = "retry"  # a failed attempt waits for its next one
-    RELEASED = "released"  # a cooperative stop (pause, shutdown) with a checkpoint
+    RELEASED = "released"  # a cooperative stop (pause, shutdown, preemption) with a checkpoint
+    PREEMPTED = "preempted"  # asked to give its slot to a job of higher priority
+    TIME_LIMIT = "time_limit"  # asked to stop: its running time is used up
+    NOTIFIED = "notified"  # a notification of its final status was delivered, or given up
     PAUSED = "paused"
     RESUME_REQUESTED = "resume_requested"
     CANCELLED = "cancelled"
@@ -90,6 +111,19 @@ class Job(Base):
     depends_on: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), default=None)
     run_after: Mapped[datetime | None] = mapped_column(default=None)
 
+    # Sharing the pool (scheduler.policy): who it is for and what it may use.
+    owner: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    preemptible: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    time_limit_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    run_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    """Running time of its ended attempts (the current one's runs from attempt_started_at)."""
+    attempt_started_at: Mapped[datetime | None] = mapped_column(default=None)
+    sweep_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    continues: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), default=None)
+    """A finished training job whose final checkpoint this one starts from."""
+    notify: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True), default=None)
+    notified_at: Mapped[datetime | None] = mapped_column(default=None)
+
     # Progress, as last reported by the running job.
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     step: Mapped[int | None] = mapped_column(Integer, default=None)
@@ -114,7 +148,10 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(64), default=None)
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
 
-    __table_args__ = (Index("ix_jobs_status_priority", "status", "priority", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_status_priority", "status", "priority", "created_at"),
+        Index("ix_jobs_owner_status", "owner", "status"),
+    )
 
 
 class Output(Base):

@@ -115,6 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--after", metavar="JOB", help="start only after JOB succeeded")
     submit.add_argument("--queue", help="run on this queue instead of the kind's default")
     submit.add_argument("--max-attempts", type=int, default=3)
+    _sharing_arguments(submit)
+    submit.add_argument(
+        "--from", dest="continues", metavar="JOB",
+        help="start from the final checkpoint of JOB, a finished job of this kind",
+    )  # fmt: skip
     submit.add_argument("--json", action="store_true", help='print {"id": ...}')
 
     run = command(
@@ -130,6 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     listing = command("list", cmd_list, "recent jobs")
     listing.add_argument("--status")
     listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--owner", help="only jobs of this owner")
+    listing.add_argument("--sweep", metavar="ID", help="only jobs of this sweep")
     listing.add_argument("--json", action="store_true")
 
     watch = command("watch", cmd_watch, "a live progress bar until the job ends")
@@ -186,6 +193,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sharing_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a job shares the pool: `submit` and `sweep` take these."""
+    parser.add_argument("--owner", help="whose job this is, for fair share (default: you)")
+    parser.add_argument(
+        "--no-preempt", dest="preempt", action="store_false",
+        help="never stop this job for one of higher priority",
+    )  # fmt: skip
+    parser.add_argument(
+        "--time-limit", metavar="DURATION",
+        help="running time over all attempts (90s, 90m, 12h, 2d); then it fails as time_limit",
+    )  # fmt: skip
+    parser.add_argument(
+        "--notify", action="append", default=[], metavar="URL",
+        help="POST a signed JSON notice here when the job ends (repeatable)",
+    )  # fmt: skip
+
+
+def _sharing_from(args: argparse.Namespace) -> dict[str, Any]:
+    from scheduler.durations import parse_duration
+    from scheduler.owners import check_owner
+
+    limit = args.time_limit
+    return {
+        "owner": check_owner(args.owner) if args.owner is not None else None,
+        "preempt": args.preempt,
+        "time_limit": parse_duration(limit, "--time-limit") if limit is not None else None,
+        "notify": args.notify,
+    }
+
+
 def _spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", help="job kind, e.g. dcgan")
     parser.add_argument(
@@ -227,6 +264,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         after=args.after,
         queue=args.queue,
         max_attempts=args.max_attempts,
+        continues=args.continues,
+        **_sharing_from(args),
     )
     print(json.dumps({"id": job_id}) if args.json else job_id)
     return 0
@@ -241,6 +280,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"job       {view.id}  ({view.kind}, queue {view.queue}, priority {view.priority})",
         f"status    {view.status}  attempts {view.attempts}/{view.max_attempts}",
         f"progress  {_progress_text(view)}",
+        f"owner     {view.owner or '-'}" + ("" if view.preemptible else "  (not preemptible)"),
+        f"time      {_time_text(view)}",
     ]
     if view.worker:
         lines.append(f"worker    {view.worker}  pid {view.worker_pid}")
@@ -248,12 +289,25 @@ def cmd_status(args: argparse.Namespace) -> int:
         lines.append(f"resumed   from step {view.resumed_from_step}")
     if view.depends_on:
         lines.append(f"after     {view.depends_on}")
+    if view.continues:
+        lines.append(f"from      {view.continues}")
+    if view.sweep_id:
+        lines.append(f"sweep     {view.sweep_id}")
     if view.error_code:
         lines.append(f"error     {view.error_code}: {view.error_message}")
     for output in view.outputs:
         lines.append(f"output    {_output_text(output)}")
     print("\n".join(lines))
     return 0
+
+
+def _time_text(view: JobView) -> str:
+    from scheduler.durations import format_duration
+
+    used = format_duration(view.time_used_seconds)
+    if view.time_limit_seconds is None:
+        return f"{used} used, no limit"
+    return f"{used} used of {format_duration(view.time_limit_seconds)}"
 
 
 def _progress_text(view: Any) -> str:
@@ -272,7 +326,9 @@ def _output_text(output: Any) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    views = _client().list(status=args.status, limit=args.limit)
+    views = _client().list(
+        status=args.status, limit=args.limit, owner=args.owner, sweep_id=args.sweep
+    )
     if args.json:
         print(json.dumps([v.as_json() for v in views], indent=2))
         return 0
@@ -280,6 +336,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         created = view.created_at.strftime("%Y-%m-%d %H:%M:%S")
         print(
             f"{view.id}  {view.kind:<14} {view.status:<10} {view.progress * 100:5.1f}%  {created}"
+            f"  {view.owner}"
         )
     return 0
 

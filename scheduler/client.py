@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,16 +15,20 @@ from sqlalchemy.orm import Session
 
 from core.broker import wake_scheduler
 from core.errors import UserError
-from core.inputs import store_inputs
+from core.inputs import resolve_inputs, store_inputs
 from core.remote_folders import list_folder
 from core.settings import Settings, load_settings
 from core.storage import Storage, open_storage
 from db import jobs
 from db.engine import reader_factory, session_factory
+from db.jobs import time_used
 from db.migrate import ensure_current
-from db.models import Event, Job, JobStatus, Output
+from db.models import Event, Job, JobStatus, Output, utcnow
 from kinds.contract import RemoteFile, Submission
-from scheduler.specs import SpecError, ValidSpec, validate_spec
+from scheduler.continuation import check_continuation
+from scheduler.owners import default_owner
+from scheduler.specs import SpecError, ValidSpec, input_fields, validate_spec
+from scheduler.webhooks import check_webhook_url
 
 DEFAULT_MAX_ATTEMPTS = 3
 
@@ -78,6 +82,13 @@ class JobView:
     finished_at: datetime | None
     spec: dict[str, Any]
     outputs: list[OutputView]
+    owner: str
+    preemptible: bool
+    time_limit_seconds: float | None
+    time_used_seconds: float
+    """Running time over all attempts, the current one's included."""
+    sweep_id: str | None
+    continues: str | None
 
     @property
     def final(self) -> bool:
@@ -108,17 +119,43 @@ class Client:
         after: str | None = None,
         queue: str | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        owner: str | None = None,
+        preempt: bool = True,
+        time_limit: float | None = None,
+        notify: Sequence[str] = (),
+        continues: str | None = None,
+        sweep_id: str | None = None,
     ) -> str:
-        submission = Submission(outputs_of=self._outputs_named, list_folder=self._list_folder)
-        valid = validate_spec(kind, spec or {}, submission)
+        """Validate and queue a job; its id. `owner` defaults to the OS user; `preempt`
+        False keeps a checkpointing job from being preempted (other kinds never are);
+        `time_limit` is seconds of running time over all attempts; `notify` URLs get a
+        signed POST when it ends; `continues` names a finished job of the same kind whose
+        final checkpoint it starts from."""
         if max_attempts < 1:
             raise SpecError(f"max attempts must be at least 1, got {max_attempts}")
+        if time_limit is not None and not time_limit > 0:
+            raise SpecError(f"a time limit must be positive, got {time_limit:g} s")
+        urls = tuple(check_webhook_url(url) for url in notify)
+        given = dict(spec or {})
+        source = self._source(continues) if continues else None
+        submission = Submission(outputs_of=self._outputs_named, list_folder=self._list_folder)
+        valid = validate_spec(kind, self._continued_spec(kind, source, given), submission)
+        if source is not None:
+            self._check_continuation(kind, valid, source, given)
         with self.readers() as session:
             values, waits_for = self._link_models(session, kind, valid)
             if after:
                 waits_for.add(self._dependency(session, after))
         if len(waits_for) > 1:
             raise SpecError(f"a job can wait for one other job, not {sorted(waits_for)}")
+        sharing = jobs.Sharing(
+            owner=owner if owner is not None else default_owner(),
+            preemptible=preempt and valid.checkpointed,
+            time_limit_seconds=time_limit,
+            sweep_id=sweep_id,
+            continues=source.id if source else None,
+            notify=urls,
+        )
         # Uploads stay out of the transaction: the database ends a session idle that long.
         values = store_inputs(values, valid.input_files, self.store)
         with self.sessions.begin() as session:
@@ -130,10 +167,37 @@ class Client:
                 priority=priority,
                 max_attempts=max_attempts,
                 depends_on=waits_for.pop() if waits_for else None,
+                sharing=sharing,
             )
             job_id = job.id
         wake_scheduler(self.settings)
         return job_id
+
+    def _source(self, reference: str) -> Job:
+        with self.readers() as session:
+            source = session.get(Job, self._resolve(session, reference))
+            assert source is not None
+            return source
+
+    def _continued_spec(
+        self, kind: str, source: Job | None, given: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A continuation's spec: its source's (input files fetched here to be checked
+        again), with the fields given."""
+        if source is None:
+            return given
+        inputs = input_fields(kind)
+        return {**resolve_inputs(dict(source.spec), inputs, self.store), **given}
+
+    def _check_continuation(
+        self, kind: str, valid: ValidSpec, source: Job, given: dict[str, Any]
+    ) -> None:
+        with self.readers() as session:
+            checkpoints = jobs.outputs_of(session, source.id, jobs.CHECKPOINT_ROLE)
+        check_continuation(
+            kind, valid, source, given,
+            input_files=valid.input_files, has_checkpoint=bool(checkpoints),
+        )  # fmt: skip
 
     def _link_models(
         self, session: Session, kind: str, valid: ValidSpec
@@ -219,11 +283,22 @@ class Client:
             ).all()
             return _view(job, list(outputs), self.store)
 
-    def list(self, *, status: str | None = None, limit: int = 50) -> list[JobView]:
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        limit: int = 50,
+        owner: str | None = None,
+        sweep_id: str | None = None,
+    ) -> list[JobView]:
         with self.readers() as session:
             query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
             if status:
                 query = query.where(Job.status == status)
+            if owner is not None:
+                query = query.where(Job.owner == owner)
+            if sweep_id is not None:
+                query = query.where(Job.sweep_id == sweep_id)
             return [_view(job, [], self.store) for job in session.scalars(query).all()]
 
     def count(self, status: str) -> int:
@@ -295,6 +370,12 @@ def _view(job: Job, outputs: list[Output], store: Storage) -> JobView:
         started_at=job.started_at,
         finished_at=job.finished_at,
         spec=dict(job.spec),
+        owner=job.owner,
+        preemptible=job.preemptible,
+        time_limit_seconds=job.time_limit_seconds,
+        time_used_seconds=time_used(job, utcnow()),
+        sweep_id=job.sweep_id,
+        continues=job.continues,
         outputs=[
             OutputView(
                 id=o.id,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from core.errors import UserError, one_line
 from kinds import load_kind
-from kinds.contract import Submission
+from kinds.contract import CheckpointedSpec, Submission
 
 
 class SpecError(UserError, ValueError):
@@ -27,6 +27,8 @@ class ValidSpec:
     """Fields naming input files, copied into the input store at submit."""
     model_inputs: dict[str, tuple[str, ...]]
     """Fields naming another job whose outputs this job reads -> the kinds allowed."""
+    checkpointed: bool
+    """The kind checkpoints (training, rendering): it can be preempted and continued."""
 
 
 def validate_spec(kind: str, values: dict[str, Any], submission: Submission) -> ValidSpec:
@@ -46,7 +48,16 @@ def validate_spec(kind: str, values: dict[str, Any], submission: Submission) -> 
         queue=module.DEFAULT_QUEUE,
         input_files=tuple(getattr(module, "INPUT_FILES", ())),
         model_inputs=model_inputs,
+        checkpointed=issubclass(module.Spec, CheckpointedSpec),
     )
+
+
+def input_fields(kind: str) -> tuple[str, ...]:
+    """The kind's fields that name input files (copied into the store at submit)."""
+    try:
+        return tuple(getattr(load_kind(kind), "INPUT_FILES", ()))
+    except ValueError as error:
+        raise SpecError(str(error)) from None
 
 
 def describe(error: ValidationError) -> str:

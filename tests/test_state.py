@@ -247,8 +247,16 @@ def test_migration_turns_recorded_paths_into_storage_keys(backend: str, tmp_path
         url, drop = postgres_database()
     try:
         command.upgrade(_config(url), "0002")
-        with session_factory(url).begin() as session:
-            job_id = jobs.create_job(session, kind="counter", spec={}, queue="gpu").id
+        job_id = jobs.new_job_id()
+        with session_factory(url).begin() as session:  # the columns of 0002, not today's
+            session.execute(
+                text(
+                    "INSERT INTO jobs (id, kind, spec, queue, status, priority, attempts,"
+                    " max_attempts, progress, created_at, updated_at) VALUES (:id, 'counter',"
+                    " '{}', 'gpu', 'pending', 0, 0, 3, 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"id": job_id},
+            )
         paths = {
             "a": f"/srv/ateliers/outputs/x/outputs/{job_id}/3f2a9c1e/sample/epoch_0001.png",
             "b": f"outputs/{job_id}/3f2a9c1e/model/generator.keras",

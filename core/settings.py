@@ -17,6 +17,9 @@ from core.errors import UserError
 
 DEFAULT_MODEL_CACHE_ENTRIES = 8
 """Built models and compiled steps a worker process keeps between jobs, by default."""
+DEFAULT_PREEMPT_AFTER_SECONDS = 300.0
+"""A job runs at least this long before a job of higher priority may take its slot: it
+has loaded its data and built its model, and will save a checkpoint on stopping."""
 
 
 class SettingsError(UserError):
@@ -47,6 +50,18 @@ class Settings:
     S3-compatible bucket, `s3://bucket/prefix` (core.storage)."""
     cache_dir: Path = Path(".atelier-cache")
     """This machine's copies of stored files it read (an object store's), and datasets."""
+    webhook_secret: str | None = None
+    """The key of the HMAC-SHA256 signature of notifications (`--notify`); without it
+    submit refuses `--notify` and nothing is sent."""
+    webhook_retry_seconds: float = 3600.0
+    """How long a notification that fails is retried (with growing pauses) before it is
+    given up."""
+    webhook_timeout_seconds: float = 5.0
+    """How long one try of a notification waits for the receiver's answer."""
+    preempt_after_seconds: float = DEFAULT_PREEMPT_AFTER_SECONDS
+    """A running job is preempted for one of higher priority only after running this long."""
+    max_running_per_owner: int | None = None
+    """Queued and running jobs one owner may have at once (None: no cap)."""
 
     @property
     def embedded_broker(self) -> bool:
@@ -80,8 +95,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         model_cache_entries=int(
             _positive(env, "ATELIER_MODEL_CACHE_ENTRIES", DEFAULT_MODEL_CACHE_ENTRIES)
         ),
+        preempt_after_seconds=_positive(
+            env, "ATELIER_PREEMPT_AFTER_SECONDS", DEFAULT_PREEMPT_AFTER_SECONDS
+        ),
+        max_running_per_owner=(
+            int(_positive(env, "ATELIER_MAX_RUNNING_PER_OWNER", 1))
+            if env.get("ATELIER_MAX_RUNNING_PER_OWNER")
+            else None
+        ),
         storage_url=_storage_url(env),
         cache_dir=Path(env.get("ATELIER_CACHE_DIR") or user_cache(env) / "atelier").resolve(),
+        webhook_secret=env.get("ATELIER_WEBHOOK_SECRET") or None,
+        webhook_retry_seconds=_positive(env, "ATELIER_WEBHOOK_RETRY_SECONDS", 3600.0),
+        webhook_timeout_seconds=_positive(env, "ATELIER_WEBHOOK_TIMEOUT_SECONDS", 5.0),
     )
 
 

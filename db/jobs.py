@@ -136,16 +136,22 @@ def _changed(result: Any) -> int:
 
 def expire_leases(session: Session, now: datetime) -> list[tuple[str, str]]:
     """Running jobs whose worker stopped renewing its lease: run again (pending), or
-    end them when they were asked to stop or have used every attempt."""
+    end them when they were asked to stop or have used every attempt or their time."""
     expired = session.scalars(
         select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
     ).all()
     changed = []
     for job in expired:
-        status, error = _after_lost_worker(job)
-        values: dict[str, Any] = {"status": status, "lease_token": None, "lease_expires_at": None}
+        ran = _lost_attempt_seconds(job)
+        status, code, error = _after_lost_worker(job, job.run_seconds + ran)
+        values: dict[str, Any] = {
+            "status": status,
+            "lease_token": None,
+            "lease_expires_at": None,
+            "run_seconds": Job.run_seconds + ran,
+        }
         if error:
-            values |= {"error_code": "worker_lost", "error_message": error, "finished_at": now}
+            values |= {"error_code": code, "error_message": error, "finished_at": now}
         if status == JobStatus.PAUSED:
             values["stop_request"] = None
         owned = Job.lease_token == job.lease_token
@@ -157,14 +163,30 @@ def expire_leases(session: Session, now: datetime) -> list[tuple[str, str]]:
     return changed
 
 
-def _after_lost_worker(job: Job) -> tuple[JobStatus, str | None]:
+def _lost_attempt_seconds(job: Job) -> float:
+    """A lost run's running time: from its claim to its last write (its heartbeats')."""
+    if job.attempt_started_at is None:
+        return 0.0
+    return max((job.updated_at - job.attempt_started_at).total_seconds(), 0.0)
+
+
+def _after_lost_worker(job: Job, used: float) -> tuple[JobStatus, str | None, str | None]:
     if job.stop_request == StopRequest.CANCEL:
-        return JobStatus.CANCELLED, None
+        return JobStatus.CANCELLED, None, None
     if job.stop_request == StopRequest.PAUSE:
-        return JobStatus.PAUSED, None
+        return JobStatus.PAUSED, None, None
+    if job.time_limit_seconds is not None and used >= job.time_limit_seconds:
+        return JobStatus.FAILED, TIME_LIMIT_CODE, time_limit_message(job.time_limit_seconds)
     if job.attempts >= job.max_attempts:
-        return JobStatus.FAILED, f"worker lost on each of {job.attempts} attempts"
-    return JobStatus.PENDING, None
+        return JobStatus.FAILED, "worker_lost", f"worker lost on each of {job.attempts} attempts"
+    return JobStatus.PENDING, None, None
+
+
+TIME_LIMIT_CODE = "time_limit"
+
+
+def time_limit_message(limit: float) -> str:
+    return f"ran for its whole time limit of {limit:g} s over all attempts"
 
 
 def cancel_orphans(session: Session) -> list[str]:
@@ -202,13 +224,23 @@ class Runnable:
     queue: str
     priority: int
     created_at: datetime
+    owner: str = ""
 
 
-def runnable_jobs(session: Session, now: datetime, queue: str, limit: int) -> list[Runnable]:
-    """Pending jobs of `queue` that may start now, best first: priority, then age."""
+def runnable_jobs(
+    session: Session, now: datetime, queue: str, limit: int, *, per_owner: bool = False
+) -> list[Runnable]:
+    """Pending jobs of `queue` that may start now, best first: priority, then age. With
+    `per_owner`, the best `limit` of each owner (fair share picks among them)."""
     dep = DEPENDENCY
-    rows = session.execute(
-        select(Job.id, Job.kind, Job.queue, Job.priority, Job.created_at)
+    rank = func.row_number().over(
+        partition_by=Job.owner if per_owner else None,
+        order_by=(Job.priority.desc(), Job.created_at, Job.id),
+    )
+    ranked = (
+        select(
+            Job.id, Job.kind, Job.queue, Job.priority, Job.created_at, Job.owner, rank.label("rank")
+        )
         .outerjoin(dep, Job.depends_on == dep.id)
         .where(
             Job.status == JobStatus.PENDING,
@@ -216,8 +248,14 @@ def runnable_jobs(session: Session, now: datetime, queue: str, limit: int) -> li
             or_(Job.run_after.is_(None), Job.run_after <= now),
             or_(Job.depends_on.is_(None), dep.status == JobStatus.SUCCEEDED),
         )
-        .order_by(Job.priority.desc(), Job.created_at, Job.id)
-        .limit(limit)
+        .subquery()
+    )
+    rows = session.execute(
+        select(
+            *[ranked.c[name] for name in ("id", "kind", "queue", "priority", "created_at", "owner")]
+        )
+        .where(ranked.c.rank <= limit)
+        .order_by(ranked.c.priority.desc(), ranked.c.created_at, ranked.c.id)
     ).all()
     return [Runnable(*row) for row in rows]
 
@@ -228,6 +266,48 @@ def active_counts(session: Session) -> dict[str, int]:
         select(Job.queue, func.count()).where(Job.status.in_(ACTIVE)).group_by(Job.queue)
     ).all()
     return {queue: count for queue, count in rows}
+
+
+def active_by_owner(session: Session) -> dict[str, int]:
+    """Queued and running jobs per owner: what fair share and the owner cap count."""
+    rows = session.execute(
+        select(Job.owner, func.count()).where(Job.status.in_(ACTIVE)).group_by(Job.owner)
+    ).all()
+    return {owner: count for owner, count in rows}
+
+
+@dataclass(frozen=True)
+class Running:
+    id: str
+    queue: str
+    priority: int
+    preemptible: bool
+    attempt_started_at: datetime | None
+    stop_request: str | None
+
+
+def running_jobs(session: Session) -> list[Running]:
+    rows = session.execute(
+        select(
+            Job.id,
+            Job.queue,
+            Job.priority,
+            Job.preemptible,
+            Job.attempt_started_at,
+            Job.stop_request,
+        ).where(Job.status == JobStatus.RUNNING)
+    ).all()
+    return [Running(*row) for row in rows]
+
+
+def request_preemption(session: Session, job_id: str, by: str) -> bool:
+    """Ask a running job to checkpoint and give its slot to `by`; False if it has ended
+    or another stop was asked for meanwhile."""
+    asked = and_(Job.status == JobStatus.RUNNING, Job.stop_request.is_(None))
+    if not _set_status(session, job_id, asked, stop_request=StopRequest.PREEMPT):
+        return False
+    add_event(session, job_id, EventType.PREEMPTED, {"by": by})
+    return True
 
 
 def mark_queued(session: Session, job_id: str) -> bool:
@@ -283,7 +363,15 @@ CLAIM = (
         error_code=None,
         error_message=None,
     )
-    .returning(Job.kind, Job.spec, Job.attempts, Job.max_attempts)
+    .returning(
+        Job.kind,
+        Job.spec,
+        Job.attempts,
+        Job.max_attempts,
+        Job.continues,
+        Job.run_seconds,
+        Job.time_limit_seconds,
+    )
     .execution_options(synchronize_session=False)
 )
 """Take a job that is queued, or running on an expired lease; built once (it is hot)."""
@@ -297,6 +385,11 @@ class Claim:
     token: str
     attempt: int
     max_attempts: int
+    continues: str | None = None
+    """A finished job whose final checkpoint this one starts from, if it has none."""
+    ran_seconds: float = 0.0
+    """Running time of the job's earlier attempts."""
+    time_limit_seconds: float | None = None
 
 
 def claim(
@@ -319,10 +412,10 @@ def claim(
     ).one_or_none()
     if row is None:
         return None
-    kind, spec, attempts, max_attempts = row
+    kind, spec, attempts, max_attempts, continues, ran, limit = row
     started = {"owner": owner, "pid": pid, "attempt": attempts}
     add_event(session, job_id, EventType.STARTED, started, run_token=token)
-    return Claim(job_id, kind, dict(spec), token, attempts, max_attempts)
+    return Claim(job_id, kind, dict(spec), token, attempts, max_attempts, continues, ran, limit)
 
 
 def _owned(token: str) -> ColumnElement[bool]:
@@ -368,10 +461,14 @@ def record_progress(session: Session, job_id: str, token: str, **values: Any) ->
     return _set_status(session, job_id, _owned(token), **values)
 
 
-def record_resume(session: Session, job_id: str, token: str, step: int) -> bool:
+def record_resume(
+    session: Session, job_id: str, token: str, step: int, source: str | None = None
+) -> bool:
+    """The run restored the checkpoint of `step`: its job's own, or `source`'s."""
     if not _set_status(session, job_id, _owned(token), resumed_from_step=step):
         return False
-    add_event(session, job_id, EventType.RESUMED, {"step": step}, run_token=token)
+    payload: dict[str, Any] = {"step": step} | ({"from": source} if source else {})
+    add_event(session, job_id, EventType.RESUMED, payload, run_token=token)
     return True
 
 
@@ -427,8 +524,11 @@ def finish(
     *,
     error_code: str | None = None,
     error_message: str | None = None,
+    ran: float = 0.0,
 ) -> bool:
+    """End the run's job with `status`; `ran` is the run's running time in seconds."""
     values: dict[str, Any] = {
+        "run_seconds": Job.run_seconds + ran,
         "status": status,
         "lease_token": None,
         "lease_expires_at": None,
@@ -447,13 +547,20 @@ def finish(
 
 
 def retry_later(
-    session: Session, job_id: str, token: str, delay: timedelta, error_code: str, message: str
+    session: Session,
+    job_id: str,
+    token: str,
+    delay: timedelta,
+    error_code: str,
+    message: str,
+    ran: float = 0.0,
 ) -> bool:
     """Hand a failed attempt back to the scheduler, to start again after `delay`."""
     if not _set_status(
         session,
         job_id,
         _owned(token),
+        run_seconds=Job.run_seconds + ran,
         status=JobStatus.PENDING,
         lease_token=None,
         lease_expires_at=None,
@@ -467,14 +574,16 @@ def retry_later(
     return True
 
 
-def release(session: Session, job_id: str, token: str, stop: StopRequest) -> bool:
-    """A cooperative stop with a checkpoint written. Paused jobs wait for `resume`;
-    a worker shutdown makes the job pending again. Neither counts as a failed attempt."""
+def release(session: Session, job_id: str, token: str, stop: StopRequest, ran: float = 0.0) -> bool:
+    """A cooperative stop with a checkpoint written. Paused jobs wait for `resume`; a
+    worker shutdown or a preemption makes the job pending again. None counts as a failed
+    attempt."""
     status = JobStatus.PAUSED if stop == StopRequest.PAUSE else JobStatus.PENDING
     if not _set_status(
         session,
         job_id,
         _owned(token),
+        run_seconds=Job.run_seconds + ran,
         status=status,
         attempts=Job.attempts - 1,
         lease_token=None,

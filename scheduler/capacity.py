@@ -12,8 +12,14 @@ def free_slots(workers: list[WorkerSlots], active: dict[str, int]) -> tuple[int,
     a busy worker. Workers serving several queues are counted once in the total.
     """
     total = sum(w.concurrency for w in workers) - sum(active.values())
-    per_queue: dict[str, int] = {}
+    sizes = queue_sizes(workers)
+    return max(total, 0), {q: n - active.get(q, 0) for q, n in sizes.items()}
+
+
+def queue_sizes(workers: list[WorkerSlots]) -> dict[str, int]:
+    """All slots (busy or not) of the workers serving each queue."""
+    sizes: dict[str, int] = {}
     for worker in workers:
         for queue in worker.queues:
-            per_queue[queue] = per_queue.get(queue, 0) + worker.concurrency
-    return max(total, 0), {q: n - active.get(q, 0) for q, n in per_queue.items()}
+            sizes[queue] = sizes.get(queue, 0) + worker.concurrency
+    return sizes

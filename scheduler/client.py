@@ -23,11 +23,11 @@ from db import jobs
 from db.engine import reader_factory, session_factory
 from db.jobs import time_used
 from db.migrate import ensure_current
-from db.models import Event, Job, JobStatus, Output, utcnow
+from db.models import Event, EventType, Job, JobStatus, Output, utcnow
 from kinds.contract import RemoteFile, Submission
-from scheduler.continuation import check_continuation
+from scheduler.continuation import check_changes, check_source
 from scheduler.owners import default_owner
-from scheduler.specs import SpecError, ValidSpec, input_fields, validate_spec
+from scheduler.specs import SpecError, ValidSpec, input_fields, is_checkpointed, validate_spec
 from scheduler.webhooks import check_webhook_url
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -39,6 +39,10 @@ class JobNotFound(UserError, LookupError):
 
 class WaitTimedOut(UserError, TimeoutError):
     """A job did not end within the time a caller was willing to wait."""
+
+
+class SweepNotFound(UserError, LookupError):
+    """No sweep has this id or id prefix."""
 
 
 @dataclass(frozen=True)
@@ -137,11 +141,11 @@ class Client:
             raise SpecError(f"a time limit must be positive, got {time_limit:g} s")
         urls = tuple(check_webhook_url(url) for url in notify)
         given = dict(spec or {})
-        source = self._source(continues) if continues else None
+        source = self._source(kind, continues) if continues else None
         submission = Submission(outputs_of=self._outputs_named, list_folder=self._list_folder)
         valid = validate_spec(kind, self._continued_spec(kind, source, given), submission)
         if source is not None:
-            self._check_continuation(kind, valid, source, given)
+            check_changes(valid, source, given, valid.input_files)
         with self.readers() as session:
             values, waits_for = self._link_models(session, kind, valid)
             if after:
@@ -173,11 +177,14 @@ class Client:
         wake_scheduler(self.settings)
         return job_id
 
-    def _source(self, reference: str) -> Job:
+    def _source(self, kind: str, reference: str) -> Job:
+        """The job `reference` names, checked to be one a `kind` job can continue."""
         with self.readers() as session:
             source = session.get(Job, self._resolve(session, reference))
             assert source is not None
-            return source
+            checkpoints = jobs.outputs_of(session, source.id, jobs.CHECKPOINT_ROLE)
+        check_source(kind, is_checkpointed(kind), source, has_checkpoint=bool(checkpoints))
+        return source
 
     def _continued_spec(
         self, kind: str, source: Job | None, given: dict[str, Any]
@@ -188,16 +195,6 @@ class Client:
             return given
         inputs = input_fields(kind)
         return {**resolve_inputs(dict(source.spec), inputs, self.store), **given}
-
-    def _check_continuation(
-        self, kind: str, valid: ValidSpec, source: Job, given: dict[str, Any]
-    ) -> None:
-        with self.readers() as session:
-            checkpoints = jobs.outputs_of(session, source.id, jobs.CHECKPOINT_ROLE)
-        check_continuation(
-            kind, valid, source, given,
-            input_files=valid.input_files, has_checkpoint=bool(checkpoints),
-        )  # fmt: skip
 
     def _link_models(
         self, session: Session, kind: str, valid: ValidSpec
@@ -344,6 +341,55 @@ class Client:
                 raise WaitTimedOut(f"job {view.id} still {view.status} after {timeout:g} s")
             time.sleep(poll)
 
+    # --- sweeps (scheduler/sweeps.py) ----------------------------------------------------
+
+    def checked_spec(self, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """The spec as `submit` would store it (defaults filled in, model references
+        resolved), checked as `submit` checks it; nothing is stored."""
+        submission = Submission(outputs_of=self._outputs_named, list_folder=self._list_folder)
+        valid = validate_spec(kind, dict(spec), submission)
+        with self.readers() as session:
+            values, _ = self._link_models(session, kind, valid)
+        return values
+
+    def sweep_jobs(self, sweep_id: str) -> builtins.list[JobView]:
+        """The jobs of a sweep (its id, or a unique prefix of at least 4 characters),
+        oldest first."""
+        with self.readers() as session:
+            resolved = self._resolve_sweep(session, sweep_id)
+            query = select(Job).where(Job.sweep_id == resolved).order_by(Job.created_at, Job.id)
+            return [_view(job, [], self.store) for job in session.scalars(query).all()]
+
+    def sweep_metrics(self, sweep_id: str) -> dict[str, dict[str, float]]:
+        """Job id -> the last value of each metric in the job's metrics events (a kind's
+        per-epoch means), for the jobs of the sweep `sweep_id` (a full id)."""
+        query = (
+            select(Event.job_id, Event.payload)
+            .join(Job, Job.id == Event.job_id)
+            .where(Job.sweep_id == sweep_id, Event.type == EventType.METRICS)
+            .order_by(Event.id)
+        )
+        latest: dict[str, dict[str, float]] = {}
+        with self.readers() as session:
+            for job_id, payload in session.execute(query).all():
+                latest.setdefault(job_id, {}).update(
+                    (name, float(value))
+                    for name, value in payload.items()
+                    if name not in ("step", "epoch") and _is_number(value)
+                )
+        return latest
+
+    def _resolve_sweep(self, session: Session, sweep_id: str) -> str:
+        if session.scalar(select(Job.id).where(Job.sweep_id == sweep_id).limit(1)) is not None:
+            return sweep_id
+        if len(sweep_id) >= 4:
+            prefixed = Job.sweep_id.startswith(sweep_id, autoescape=True)
+            matches = session.scalars(select(Job.sweep_id).where(prefixed).distinct().limit(2))
+            found = [match for match in matches.all() if match is not None]
+            if len(found) == 1:
+                return found[0]
+        raise SweepNotFound(f"no sweep {sweep_id!r}")
+
 
 def _view(job: Job, outputs: list[Output], store: Storage) -> JobView:
     running = job.status == JobStatus.RUNNING
@@ -391,3 +437,7 @@ def _view(job: Job, outputs: list[Output], store: Storage) -> JobView:
             for o in outputs
         ],
     )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -17,18 +17,10 @@ how much it shows. Any other field can change the shapes or the data the checkpo
 holds."""
 
 
-def check_continuation(
-    kind: str,
-    valid: ValidSpec,
-    source: Job,
-    given: dict[str, Any],
-    *,
-    input_files: tuple[str, ...],
-    has_checkpoint: bool,
-) -> None:
-    """Refuse, in one line with the reason, a continuation that cannot resume."""
+def check_source(kind: str, checkpointed: bool, source: Job, *, has_checkpoint: bool) -> None:
+    """Refuse, in one line with the reason, a source that cannot be continued as `kind`."""
     named = f"--from {source.id}"
-    if not valid.checkpointed:
+    if not checkpointed:
         raise SpecError(f"{named}: {kind} jobs keep no checkpoint, so none can be continued")
     if source.kind != kind:
         raise SpecError(f"{named}: that is a {source.kind} job, not {kind}")
@@ -36,6 +28,13 @@ def check_continuation(
         raise SpecError(f"{named}: that job is {source.status}; continue it once it has ended")
     if not has_checkpoint:
         raise SpecError(f"{named}: that job kept no checkpoint (pruned, or it never saved one)")
+
+
+def check_changes(
+    valid: ValidSpec, source: Job, given: dict[str, Any], input_files: tuple[str, ...]
+) -> None:
+    """Refuse a continuation whose given fields change what the checkpoint holds."""
+    named = f"--from {source.id}"
     keyed = input_keys(valid.values, input_files)
     changed = sorted(
         name
@@ -50,6 +49,4 @@ def check_continuation(
         )
     before, after = source.spec.get("epochs"), valid.values.get("epochs")
     if isinstance(before, int) and isinstance(after, int) and after <= before:
-        raise SpecError(
-            f"{named}: epochs counts from the start: give more than that job's {before}"
-        )
+        raise SpecError(f"{named}: epochs counts from the start: give more than its {before}")

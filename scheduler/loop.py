@@ -2,8 +2,9 @@
 a free worker slot will start at once.
 
 Each tick: expire dead workers' leases, cancel jobs whose dependency failed, resend
-queued jobs whose message seems lost, then fill free worker slots with the best pending
-jobs (priority, then age). A tick runs every `POLL_SECONDS`, or at once when woken.
+queued jobs whose message seems lost, ask lower-priority jobs to make room for waiting
+ones, then fill free worker slots with the best pending jobs (scheduler.policy: priority,
+fair share between owners, age). A tick runs every `POLL_SECONDS`, or at once when woken.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from core.settings import Settings
 from db import jobs
 from db.engine import UNAVAILABLE, reader_factory, where
 from db.models import Job, utcnow
-from scheduler.capacity import free_slots
+from scheduler.capacity import free_slots, queue_sizes
+from scheduler.policy import Capacity, choose, preemptions
 
 log = logging.getLogger("atelier.scheduler")
 
@@ -44,6 +46,7 @@ class TickReport:
     expired: list[tuple[str, str]] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
+    preempted: list[str] = field(default_factory=list)
     enqueued: list[str] = field(default_factory=list)
 
 
@@ -60,6 +63,8 @@ class Scheduler:
         self.readers = reader_factory(settings.database_url)
         self.app = app
         self.redis = client
+        self.turns: dict[str, int] = {}
+        """Fair share's memory: owner -> the number of the last start given to them."""
 
     def tick(self, maintenance: bool = True) -> TickReport:
         """One round of decisions. Maintenance (leases, orphans, lost messages) can be
@@ -71,6 +76,7 @@ class Scheduler:
             with self.sessions.begin() as session:
                 report.cancelled = jobs.cancel_orphans(session)
             report.resent = self._resend_stale()
+            report.preempted = self._make_room()
         report.enqueued = self._fill_free_slots()
         return report
 
@@ -94,18 +100,46 @@ class Scheduler:
         now = utcnow()
         with self.readers() as session:
             total, per_queue = free_slots(workers, jobs.active_counts(session))
+            if total <= 0:
+                return []
             candidates = [
                 job
                 for queue, free in per_queue.items()
-                if free > 0 and total > 0
-                for job in jobs.runnable_jobs(session, now, queue, min(free, total))
+                if free > 0
+                for job in jobs.runnable_jobs(session, now, queue, min(free, total), per_owner=True)
             ]
-        candidates.sort(key=lambda job: (-job.priority, job.created_at, job.id))
-        enqueued = []
-        for job in candidates[:total]:
-            if self._enqueue(job):
-                enqueued.append(job.id)
-        return enqueued
+            active = jobs.active_by_owner(session) if candidates else {}
+        cap = self.settings.max_running_per_owner
+        chosen = choose(candidates, Capacity(total, per_queue), active, cap, self.turns)
+        return [job.id for job in chosen if self._enqueue(job)]
+
+    def _make_room(self) -> list[str]:
+        """Preemption: on each queue with no free slot, a waiting job of higher priority
+        than a running one asks that one to checkpoint and step aside (it becomes pending
+        again without using an attempt, and resumes when a slot frees)."""
+        workers = live_workers(self.redis)
+        now = utcnow()
+        with self.readers() as session:
+            total, free = free_slots(workers, jobs.active_counts(session))
+            sizes = queue_sizes(workers)
+            full = [queue for queue in sizes if min(free[queue], total) <= 0]
+            if not full:
+                return []
+            waiting = [job for q in full for job in jobs.runnable_jobs(session, now, q, sizes[q])]
+            if not waiting:
+                return []
+            running = jobs.running_jobs(session)
+            active = jobs.active_by_owner(session)
+        cap = self.settings.max_running_per_owner
+        if cap is not None:
+            waiting = [job for job in waiting if active.get(job.owner, 0) < cap]
+        grace = self.settings.preempt_after_seconds
+        asked = []
+        for preemption in preemptions(waiting, running, now, grace):
+            with self.sessions.begin() as session:
+                if jobs.request_preemption(session, preemption.victim, preemption.for_job):
+                    asked.append(preemption.victim)
+        return asked
 
     def _enqueue(self, job: jobs.Runnable) -> bool:
         with self.sessions.begin() as session:
@@ -136,7 +170,7 @@ class Scheduler:
                     last_maintenance = time.monotonic()
                 report = self.tick(maintenance)
                 database.succeeded()
-                if report.expired or report.cancelled or report.resent:
+                if report.expired or report.cancelled or report.resent or report.preempted:
                     log.info("tick: %s", report)
                 self.redis.blpop([redis_keys.WAKE], timeout=POLL_SECONDS)
                 broker.succeeded()

@@ -52,6 +52,14 @@ def validate_spec(kind: str, values: dict[str, Any], submission: Submission) -> 
     )
 
 
+def is_checkpointed(kind: str) -> bool:
+    """The kind checkpoints (training, rendering): it can be preempted and continued."""
+    try:
+        return issubclass(load_kind(kind).Spec, CheckpointedSpec)
+    except ValueError as error:
+        raise SpecError(str(error)) from None
+
+
 def input_fields(kind: str) -> tuple[str, ...]:
     """The kind's fields that name input files (copied into the store at submit)."""
     try:

@@ -27,12 +27,13 @@ def test_job_runs_to_success_with_its_outputs(stack: Stack) -> None:
     assert view.status == "succeeded", view.error_message
     assert (view.attempts, view.progress, view.step) == (1, 1.0, 12)
     assert summary(view) == {"total": 78.0, "started_from": 0, "attempt": 1}
-    # checkpoint_every 5 of 12 steps: the latest (step 10) and the one before (step 5)
+    # checkpoint_every 5 of 12 steps, and one at the last step (a finished job can be
+    # continued from it): the latest (step 12) and the one before (step 10)
     by_name = {(o.role, o.name): o for o in view.outputs}
     assert sorted(by_name) == [
         ("checkpoint", "latest.npz"), ("checkpoint", "previous.npz"), ("result", "summary.json")
     ]  # fmt: skip
-    assert [by_name["checkpoint", name].step for name in ("latest.npz", "previous.npz")] == [10, 5]
+    assert [by_name["checkpoint", name].step for name in ("latest.npz", "previous.npz")] == [12, 10]
     run = Path(stack.settings.outputs_dir / job_id / view.outputs[0].location.split("/")[-3])
     for output in view.outputs:  # every file in the run's own folder, as recorded
         path = Path(output.location)
@@ -40,7 +41,7 @@ def test_job_runs_to_success_with_its_outputs(stack: Stack) -> None:
         assert path.is_relative_to(run) and output.bytes == path.stat().st_size
         assert hashlib.sha256(path.read_bytes()).hexdigest() == output.sha256
     files = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
-    assert files == {"checkpoints/step_00000005.npz", "checkpoints/step_00000010.npz",
+    assert files == {"checkpoints/step_00000010.npz", "checkpoints/step_00000012.npz",
                      "result/summary.json"}  # fmt: skip
 
 

@@ -104,6 +104,13 @@ class RunContext:
         self.token = claim.token
         self.spec = claim.spec
         self.max_attempts = claim.max_attempts
+        self.continues = claim.continues
+        self.started = time.monotonic()
+        self.time_limit_seconds = claim.time_limit_seconds
+        self.time_left_at_start = (
+            None if claim.time_limit_seconds is None
+            else claim.time_limit_seconds - claim.ran_seconds
+        )  # fmt: skip
         self.sessions = sessions
         self.cache = JobCacheView(cache)
         self.store: Storage = open_storage(settings)
@@ -119,6 +126,7 @@ class RunContext:
         self.database = where(settings.database_url)
         self._stop: StopRequest | None = None
         self._pending_progress: dict[str, Any] | None = None
+        self._total_steps: int | None = None
         self._last_progress_write = 0.0
         self._last_progress_event = 0.0
         self.outage = Outage.of(f"database at {self.database}", log)
@@ -136,15 +144,29 @@ class RunContext:
             log.info("job %s: %s requested", self.job_id, reason)
             self._stop = reason
 
+    def ran_seconds(self) -> float:
+        """This run's running time so far."""
+        return time.monotonic() - self.started
+
+    def _check_time_limit(self) -> None:
+        left = self.time_left_at_start
+        if left is not None and self.ran_seconds() >= left:
+            self.request_stop(StopRequest.TIME_LIMIT)
+
     def should_stop(self) -> bool:
+        self._check_time_limit()
         return self._stop is not None or self.lease_lost.is_set()
 
     def boundary(self, step: int, snapshot: Callable[[], Checkpoint]) -> None:
+        """Checkpoint when due, at the last step (a finished job can be continued from
+        it) and on any stop but a cancel; then end the run if a stop was asked for."""
         if self.lease_lost.is_set():
             raise LeaseLost
+        self._check_time_limit()
         stop = self._stop
         due = self.checkpoint_every is not None and step % self.checkpoint_every == 0
-        if due or stop in (StopRequest.PAUSE, StopRequest.SHUTDOWN):
+        last = self._total_steps is not None and step >= self._total_steps
+        if due or last or (stop is not None and stop != StopRequest.CANCEL):
             self.save_checkpoint(snapshot())
         if stop is not None:
             raise StopRequested(stop)
@@ -152,21 +174,32 @@ class RunContext:
     # --- checkpoints -----------------------------------------------------------------
 
     def restore(self) -> Checkpoint | None:
-        """The checkpoint the database names as the job's latest (else the previous)."""
-        pointers = self.write(
-            lambda session: jobs.outputs_of(session, self.job_id, jobs.CHECKPOINT_ROLE)
-        )
-        names = (jobs.LATEST_CHECKPOINT, jobs.PREVIOUS_CHECKPOINT)
-        keys = [(pointers[name].key, pointers[name].sha256) for name in names if name in pointers]
-        checkpoint = self.stored("checkpoint", lambda: load_checkpoint(self.store, keys))
+        """The checkpoint the database names as the job's latest (else the previous);
+        with none of its own, a continuation starts from its source job's."""
+        checkpoint = self._checkpoint_of(self.job_id)
+        source = None
+        if checkpoint is None and self.continues is not None:
+            source = self.continues
+            checkpoint = self._checkpoint_of(source)
+            if checkpoint is None:
+                raise JobError("checkpoint_missing", f"job {source} has no readable checkpoint")
         if checkpoint is not None:
             step = checkpoint.step
             if not self.write(
-                lambda session: jobs.record_resume(session, self.job_id, self.token, step)
+                lambda session: jobs.record_resume(session, self.job_id, self.token, step, source)
             ):
                 self._lost()
-            log.info("job %s resumes from step %d", self.job_id, checkpoint.step)
+            log.info("job %s resumes from step %d%s", self.job_id, step,
+                     f" of job {source}" if source else "")  # fmt: skip
         return checkpoint
+
+    def _checkpoint_of(self, job_id: str) -> Checkpoint | None:
+        pointers = self.write(
+            lambda session: jobs.outputs_of(session, job_id, jobs.CHECKPOINT_ROLE)
+        )
+        names = (jobs.LATEST_CHECKPOINT, jobs.PREVIOUS_CHECKPOINT)
+        keys = [(pointers[name].key, pointers[name].sha256) for name in names if name in pointers]
+        return self.stored("checkpoint", lambda: load_checkpoint(self.store, keys))
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         if self.lease_lost.is_set():
@@ -195,6 +228,7 @@ class RunContext:
         epoch: int | None = None,
         metrics: Mapping[str, float] | None = None,
     ) -> None:
+        self._total_steps = total
         self._pending_progress = {
             "step": step,
             "total_steps": total,

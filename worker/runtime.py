@@ -201,9 +201,9 @@ def _still_ours(ctx: RunContext) -> bool:
 
 def _record(session: Session, ctx: RunContext, settings: Settings, ending: Ending) -> str:
     """The job's transition for `ending`, under the run's lease; "lease_lost" if refused."""
-    job_id, token = ctx.job_id, ctx.token
+    job_id, token, ran = ctx.job_id, ctx.token, ctx.ran_seconds()
     if ending.status == "succeeded":
-        if not jobs.finish(session, job_id, token, JobStatus.SUCCEEDED):
+        if not jobs.finish(session, job_id, token, JobStatus.SUCCEEDED, ran=ran):
             return "lease_lost"
         ctx.record_cache_use(session)
         return "succeeded"
@@ -211,18 +211,27 @@ def _record(session: Session, ctx: RunContext, settings: Settings, ending: Endin
         assert ending.code is not None and ending.message is not None
         if ending.retryable and ctx.attempt < ctx.max_attempts:
             delay = timedelta(seconds=settings.retry_backoff_seconds * 2 ** (ctx.attempt - 1))
-            ours = jobs.retry_later(session, job_id, token, delay, ending.code, ending.message)
+            ours = jobs.retry_later(
+                session, job_id, token, delay, ending.code, ending.message, ran=ran
+            )
             return "retry" if ours else "lease_lost"
         ours = jobs.finish(
             session, job_id, token, JobStatus.FAILED,
-            error_code=ending.code, error_message=ending.message,
+            error_code=ending.code, error_message=ending.message, ran=ran,
         )  # fmt: skip
         return "failed" if ours else "lease_lost"
     stop = StopRequest(ending.status)
     if stop == StopRequest.CANCEL:
-        ours = jobs.finish(session, job_id, token, JobStatus.CANCELLED)
+        ours = jobs.finish(session, job_id, token, JobStatus.CANCELLED, ran=ran)
+    elif stop == StopRequest.TIME_LIMIT:
+        assert ctx.time_limit_seconds is not None
+        ours = jobs.finish(
+            session, job_id, token, JobStatus.FAILED, error_code=jobs.TIME_LIMIT_CODE,
+            error_message=jobs.time_limit_message(ctx.time_limit_seconds), ran=ran,
+        )  # fmt: skip
+        return "failed" if ours else "lease_lost"
     else:
-        ours = jobs.release(session, job_id, token, stop)
+        ours = jobs.release(session, job_id, token, stop, ran=ran)
     return str(stop) if ours else "lease_lost"
 
 

@@ -19,12 +19,13 @@ cached copy never goes stale.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -92,6 +93,20 @@ class Storage(ABC):
     @abstractmethod
     def keys(self, prefix: str) -> list[str]:
         """Every key under the folder `prefix` (temporary files included)."""
+
+    @abstractmethod
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Every key under the folder `prefix` with its size in bytes."""
+
+    @abstractmethod
+    def folders(self, prefix: str) -> list[str]:
+        """The names of the folders directly under the folder `prefix`, sorted."""
+
+    def delete_folder(self, prefix: str, keep: Collection[str] = ()) -> None:
+        """Remove every key under the folder `prefix` except those in `keep`."""
+        for key in self.keys(prefix):
+            if key not in keep:
+                self.delete(key)
 
     @abstractmethod
     def location(self, key: str) -> str:
@@ -162,6 +177,25 @@ class DirectoryStore(Storage):
     def keys(self, prefix: str) -> list[str]:
         folder = self.path(prefix)
         return sorted(self.key_of(path) for path in folder.rglob("*") if path.is_file())
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        files = (path for path in self.path(prefix).rglob("*") if path.is_file())
+        return {self.key_of(path): path.stat().st_size for path in sorted(files)}
+
+    def folders(self, prefix: str) -> list[str]:
+        folder = self.path(prefix)
+        if not folder.is_dir():
+            return []
+        return sorted(path.name for path in folder.iterdir() if path.is_dir())
+
+    def delete_folder(self, prefix: str, keep: Collection[str] = ()) -> None:
+        super().delete_folder(prefix, keep)
+        folder = self.path(prefix)
+        # The folders left empty go too, deepest first (a path sorts after its parent).
+        for path in [*sorted(folder.rglob("*"), reverse=True), folder]:
+            if path.is_dir():
+                with contextlib.suppress(OSError):  # not empty: it holds a kept file
+                    path.rmdir()
 
     def location(self, key: str) -> str:
         return str(self.path(key))
@@ -266,7 +300,23 @@ class ObjectStore(Storage):
         (self.cache / key).unlink(missing_ok=True)
 
     def keys(self, prefix: str) -> list[str]:
-        return [key for key, _, _ in self._objects(self.object_name(prefix).rstrip("/") + "/")]
+        return [key for key, _, _ in self._objects(self._folder(prefix))]
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        return {key: size for key, size, _ in self._objects(self._folder(prefix))}
+
+    def folders(self, prefix: str) -> list[str]:
+        under = self._folder(prefix)
+        found: list[str] = []
+        with _calls(self):
+            pages = self.client.get_paginator("list_objects_v2")
+            for page in pages.paginate(Bucket=self.bucket, Prefix=under, Delimiter="/"):
+                for item in page.get("CommonPrefixes", []):
+                    found.append(item["Prefix"][len(under) :].rstrip("/"))
+        return sorted(name for name in found if name)
+
+    def _folder(self, prefix: str) -> str:
+        return self.object_name(prefix).rstrip("/") + "/"
 
     def location(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.object_name(key)}"

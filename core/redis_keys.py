@@ -13,3 +13,11 @@ GPU_CLAIM = "atelier:gpu:{}"
 
 def gpu_claim(gpu_id: str) -> str:
     return GPU_CLAIM.format(gpu_id)
+
+
+NOTIFY_CLAIM = "atelier:notify:{}"
+"""A lock per job naming the scheduler whose notifier delivers its notices."""
+
+
+def notify_claim(job_id: str) -> str:
+    return NOTIFY_CLAIM.format(job_id)

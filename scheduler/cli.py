@@ -152,8 +152,15 @@ def _parser() -> argparse.ArgumentParser:
         ("resume", "let a paused job run again from its checkpoint"),
     ):
         change = command(name, cmd_change, help_)
-        change.add_argument("job")
+        change.add_argument("job", nargs="?")
+        change.add_argument("--sweep", metavar="ID", help=f"{name} every job of this sweep")
         change.set_defaults(action=name)
+
+    sweep = command(
+        "sweep", cmd_sweep,
+        "one job per point of a grid or of random points (`sweep KIND --help`); `sweep show ID`",
+    )  # fmt: skip
+    _sweep_targets(sweep)
 
     outputs = command("outputs", cmd_outputs, "a job's recorded outputs")
     outputs.add_argument("job")
@@ -172,7 +179,16 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int, default=1)
     up.add_argument("--queues", default=DEFAULT_QUEUES)
 
-    command("scheduler", cmd_scheduler, "run the scheduling loop")
+    scheduler = command("scheduler", cmd_scheduler, "run the scheduling loop and notifications")
+    scheduler.add_argument(
+        "--metrics-port", type=int, metavar="PORT",
+        help="also serve the queue metrics (Prometheus' format) on this port",
+    )  # fmt: skip
+    scheduler.add_argument("--metrics-address", default="0.0.0.0", help="(default: all)")
+
+    metrics = command("metrics", cmd_metrics, "serve the queue metrics in Prometheus' format")
+    metrics.add_argument("--port", type=int, default=9808)
+    metrics.add_argument("--address", default="0.0.0.0", help="interface to listen on (all)")
 
     commands.add_parser(
         "worker", help="run a Celery worker process, or one per GPU (see `atelier worker --help`)"
@@ -190,6 +206,23 @@ def _parser() -> argparse.ArgumentParser:
 
     database = command("db", cmd_db, "database schema")
     database.add_argument("action", choices=["upgrade", "current"])
+
+    prune = command("prune", cmd_prune, "remove finished jobs' rows, events and files")
+    prune.add_argument(
+        "--older-than", required=True, metavar="DURATION",
+        help="jobs that finished longer ago than this (90m, 12h, 30d)",
+    )  # fmt: skip
+    prune.add_argument("--status", help="only these, comma-separated: succeeded,failed,cancelled")
+    prune.add_argument(
+        "--keep-models", action="store_true",
+        help="keep each job's row, events and model outputs; remove its other outputs",
+    )  # fmt: skip
+    prune.add_argument("--dry-run", action="store_true", help="report only; change nothing")
+    prune.add_argument("--json", action="store_true")
+
+    usage = command("du", cmd_du, "space used per job and role, largest first")
+    usage.add_argument("job", nargs="?", help="only this job")
+    usage.add_argument("--json", action="store_true")
     return parser
 
 
@@ -221,6 +254,48 @@ def _sharing_from(args: argparse.Namespace) -> dict[str, Any]:
         "time_limit": parse_duration(limit, "--time-limit") if limit is not None else None,
         "notify": args.notify,
     }
+
+
+def _sweep_targets(sweep: argparse.ArgumentParser) -> None:
+    """`sweep KIND ...` (one parser per kind) and `sweep show ID`."""
+    from kinds import kind_modules
+
+    targets = sweep.add_subparsers(required=True, metavar="{KIND,show}")
+    show = targets.add_parser("show", help="the sweep's jobs: swept fields, status, metrics")
+    show.set_defaults(handler=cmd_sweep_show)
+    show.add_argument("sweep_id", metavar="ID")
+    show.add_argument("--metric", metavar="NAME", help="best first by this metric's last value")
+    show.add_argument("--mode", choices=["min", "max"], default="min", help="best is min or max")
+    show.add_argument("--json", action="store_true")
+    for kind in sorted(kind_modules()):
+        if kind == "show":
+            continue
+        points = targets.add_parser(kind, description=f"one {kind} job per point of the sweep")
+        points.set_defaults(handler=cmd_sweep, kind=kind)
+        _sweep_arguments(points)
+
+
+def _sweep_arguments(points: argparse.ArgumentParser) -> None:
+    points.add_argument(
+        "--grid", action="append", default=[], metavar="FIELD=V1,V2,...",
+        help="a swept field and its values, each read as --set reads one (repeatable)",
+    )  # fmt: skip
+    points.add_argument("--random", type=int, metavar="N", help="N random points instead")
+    points.add_argument("--seed", type=int, default=0, help="of the random points")
+    points.add_argument(
+        "--range", action="append", default=[], metavar="FIELD=LOW:HIGH[:log]",
+        help="with --random: uniform (:log log-uniform) in [LOW, HIGH] (repeatable)",
+    )  # fmt: skip
+    points.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a field of every job; VALUE is read as JSON when it parses, else a string",
+    )  # fmt: skip
+    points.add_argument("--file", type=Path, help="a JSON file with fields of every job")
+    points.add_argument("--priority", type=int, default=0, help="higher runs first")
+    points.add_argument("--queue", help="run on this queue instead of the kind's default")
+    points.add_argument("--max-attempts", type=int, default=3)
+    _sharing_arguments(points)
+    points.add_argument("--json", action="store_true", help='print {"sweep": ID, "jobs": [...]}')
 
 
 def _spec_arguments(parser: argparse.ArgumentParser) -> None:
@@ -398,6 +473,8 @@ def _ending(view: JobView, log: Path | None = None) -> str:
 
 
 def cmd_change(args: argparse.Namespace) -> int:
+    if args.sweep is not None or args.job is None:
+        return _change_sweep(args)
     client = _client()
     action = {"cancel": client.cancel, "pause": client.pause, "resume": client.resume}
     name = args.action
@@ -407,6 +484,48 @@ def cmd_change(args: argparse.Namespace) -> int:
         print(f"atelier: error: cannot {name} job {view.id}: it is {view.status}", file=sys.stderr)
         return 1
     print(f"{args.job} {outcome}")
+    return 0
+
+
+def _change_sweep(args: argparse.Namespace) -> int:
+    from scheduler.sweeps import SweepError, change_sweep
+
+    name = args.action
+    if (args.job is None) == (args.sweep is None):
+        raise SweepError(f"{name} takes a job or --sweep ID, not both or neither")
+    outcomes = change_sweep(_client(), args.sweep, name)
+    for job_id, outcome in outcomes:
+        if outcome is not None:
+            print(f"{job_id} {outcome}")
+    if not any(outcome for _, outcome in outcomes):
+        print(f"atelier: error: no job of sweep {args.sweep} can {name}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from scheduler.sweeps import submit_sweep, sweep_points
+
+    points = sweep_points(args.kind, args.grid, args.range, args.random, args.seed)
+    sweep_id, job_ids = submit_sweep(
+        _client(), args.kind, _spec_from(args), points,
+        priority=args.priority, queue=args.queue, max_attempts=args.max_attempts,
+        **_sharing_from(args),
+    )  # fmt: skip
+    if len(job_ids) < len(points):
+        print(f"atelier: {len(points) - len(job_ids)} repeated points submitted once",
+              file=sys.stderr)  # fmt: skip
+    print(json.dumps({"sweep": sweep_id, "jobs": job_ids}) if args.json else sweep_id)
+    if not args.json:
+        print("\n".join(job_ids))
+    return 0
+
+
+def cmd_sweep_show(args: argparse.Namespace) -> int:
+    from scheduler.sweeps import sweep_report
+
+    report = sweep_report(_client(), args.sweep_id, args.metric, args.mode)
+    print(json.dumps(report.as_json(), indent=2) if args.json else "\n".join(report.lines()))
     return 0
 
 
@@ -458,6 +577,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     from db.engine import session_factory
     from db.migrate import ensure_current
     from scheduler.loop import Scheduler
+    from scheduler.notifier import Notifier
 
     _logging()
     settings = load_settings()
@@ -466,7 +586,36 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     sessions = session_factory(settings.database_url)
+    if args.metrics_port is not None:
+        from scheduler.metrics import serve_metrics
+
+        serve_metrics(settings, args.metrics_port, args.metrics_address)
+    # Notices go out from a thread of their own: a slow receiver never delays a tick.
+    notifier = Notifier(settings, redis_client(settings)).start(stop)
     Scheduler(settings, sessions, make_app(settings), redis_client(settings)).run(stop)
+    notifier.join(timeout=10)
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from core.settings import load_settings
+    from db.migrate import ensure_current
+    from scheduler.metrics import serve_metrics
+
+    _logging()
+    settings = load_settings()
+    ensure_current(settings.database_url)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server = serve_metrics(settings, args.port, args.address)
+    print(f"atelier metrics: http://{args.address}:{args.port}/metrics; Ctrl-C to stop", flush=True)
+    while not stop.wait(1.0):
+        pass
+    server.shutdown()
     return 0
 
 
@@ -485,6 +634,30 @@ def cmd_db(args: argparse.Namespace) -> int:
     if args.action == "upgrade":
         upgrade(url)
     print(f"schema at {current_revision(url)}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from scheduler.retention import PruneRequest, Retention
+
+    request = PruneRequest.parse(
+        args.older_than, args.status, keep_models=args.keep_models, dry_run=args.dry_run
+    )  # checked before the database is opened
+    report = Retention(_client()).prune(request)
+    print(json.dumps(report.as_json(), indent=2) if args.json else "\n".join(report.lines()))
+    return 0
+
+
+def cmd_du(args: argparse.Namespace) -> int:
+    from scheduler.retention import Retention
+
+    client = _client()
+    job_id = client.get(args.job).id if args.job else None  # a prefix is enough
+    usage = Retention(client).usage(job_id)
+    if args.json:
+        print(json.dumps(usage.as_json(), indent=2))
+    else:
+        print("\n".join(usage.job_lines() if job_id else usage.lines()))
     return 0
 
 

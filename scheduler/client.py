@@ -139,7 +139,7 @@ class Client:
             raise SpecError(f"max attempts must be at least 1, got {max_attempts}")
         if time_limit is not None and not time_limit > 0:
             raise SpecError(f"a time limit must be positive, got {time_limit:g} s")
-        urls = tuple(check_webhook_url(url) for url in notify)
+        urls = tuple(check_webhook_url(url, self.settings) for url in notify)
         given = dict(spec or {})
         source = self._source(kind, continues) if continues else None
         submission = Submission(outputs_of=self._outputs_named, list_folder=self._list_folder)

@@ -10,9 +10,10 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.durations import DurationError, parse_duration
 from core.errors import UserError
 
 DEFAULT_MODEL_CACHE_ENTRIES = 8
@@ -62,6 +63,8 @@ class Settings:
     """A running job is preempted for one of higher priority only after running this long."""
     max_running_per_owner: int | None = None
     """Queued and running jobs one owner may have at once (None: no cap)."""
+    time_limits: Mapping[str, float] = field(default_factory=dict)
+    """Queue -> the time limit (seconds) of its jobs submitted without `--time-limit`."""
 
     @property
     def embedded_broker(self) -> bool:
@@ -105,10 +108,25 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         storage_url=_storage_url(env),
         cache_dir=Path(env.get("ATELIER_CACHE_DIR") or user_cache(env) / "atelier").resolve(),
+        time_limits=_time_limits(env.get("ATELIER_TIME_LIMITS", "")),
         webhook_secret=env.get("ATELIER_WEBHOOK_SECRET") or None,
         webhook_retry_seconds=_positive(env, "ATELIER_WEBHOOK_RETRY_SECONDS", 3600.0),
         webhook_timeout_seconds=_positive(env, "ATELIER_WEBHOOK_TIMEOUT_SECONDS", 5.0),
     )
+
+
+def _time_limits(text: str) -> dict[str, float]:
+    """`gpu=12h,cpu=30m`: each queue's default time limit."""
+    limits = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        queue, sep, duration = item.partition("=")
+        if not sep or not queue.strip():
+            raise SettingsError(f"ATELIER_TIME_LIMITS takes queue=duration,..., got {item!r}")
+        try:
+            limits[queue.strip()] = parse_duration(duration, f"ATELIER_TIME_LIMITS {queue}")
+        except DurationError as error:
+            raise SettingsError(str(error)) from None
+    return limits
 
 
 def _storage_url(env: Mapping[str, str]) -> str | None:

@@ -577,7 +577,16 @@ def retry_later(
 def release(session: Session, job_id: str, token: str, stop: StopRequest, ran: float = 0.0) -> bool:
     """A cooperative stop with a checkpoint written. Paused jobs wait for `resume`; a
     worker shutdown or a preemption makes the job pending again. None counts as a failed
-    attempt."""
+    attempt. A cancel or pause asked for while the run stopped for a shutdown or a
+    preemption is not lost: it decides where the job goes."""
+    if stop.hands_back:
+        asked = session.scalar(
+            select(Job.stop_request).where(Job.id == job_id, _owned(token)).with_for_update()
+        )
+        if asked == StopRequest.CANCEL:
+            return finish(session, job_id, token, JobStatus.CANCELLED, ran=ran)
+        if asked == StopRequest.PAUSE:
+            stop = StopRequest.PAUSE
     status = JobStatus.PAUSED if stop == StopRequest.PAUSE else JobStatus.PENDING
     if not _set_status(
         session,
@@ -652,7 +661,10 @@ def pause(session: Session, job_id: str) -> str | None:
     if _set_status(session, job_id, waiting, status=JobStatus.PAUSED):
         add_event(session, job_id, EventType.PAUSED, {})
         return "paused"
-    running = and_(Job.status == JobStatus.RUNNING, Job.stop_request.is_(None))
+    # A person's pause replaces a hand-back the system asked for (see `release`).
+    handed_back = Job.stop_request.in_([StopRequest.PREEMPT, StopRequest.SHUTDOWN])
+    stoppable = or_(Job.stop_request.is_(None), handed_back)
+    running = and_(Job.status == JobStatus.RUNNING, stoppable)
     if _set_status(session, job_id, running, stop_request=StopRequest.PAUSE):
         return "pausing"
     return None

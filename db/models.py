@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    text,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -97,6 +98,10 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
 
 
+NOTICE_DUE = text("notify IS NOT NULL AND notified_at IS NULL")
+"""Jobs whose notifications are still to send (a partial index: the notifier polls it)."""
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
@@ -151,6 +156,12 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_status_priority", "status", "priority", "created_at"),
         Index("ix_jobs_owner_status", "owner", "status"),
+        Index(
+            "ix_jobs_notice_due",
+            "finished_at",
+            postgresql_where=NOTICE_DUE,
+            sqlite_where=NOTICE_DUE,
+        ),
     )
 
 

@@ -244,7 +244,7 @@ def _sharing_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _sharing_from(args: argparse.Namespace) -> dict[str, Any]:
-    from scheduler.durations import parse_duration
+    from core.durations import parse_duration
     from scheduler.owners import check_owner
 
     limit = args.time_limit
@@ -377,7 +377,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _time_text(view: JobView) -> str:
-    from scheduler.durations import format_duration
+    from core.durations import format_duration
 
     used = format_duration(view.time_used_seconds)
     if view.time_limit_seconds is None:

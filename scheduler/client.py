@@ -155,7 +155,11 @@ class Client:
         sharing = jobs.Sharing(
             owner=owner if owner is not None else default_owner(),
             preemptible=preempt and valid.checkpointed,
-            time_limit_seconds=time_limit,
+            time_limit_seconds=(
+                time_limit
+                if time_limit is not None
+                else self.settings.time_limits.get(queue or valid.queue)
+            ),
             sweep_id=sweep_id,
             continues=source.id if source else None,
             notify=urls,

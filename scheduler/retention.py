@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from core.durations import parse_duration
 from core.errors import UserError
 from core.inputs import STORE_FOLDER
 from db.models import Event, EventType, Job, JobStatus, Output, utcnow
-from scheduler.durations import parse_duration
 
 if TYPE_CHECKING:
     from scheduler.client import Client

@@ -4,6 +4,7 @@ continuing a finished job from its final checkpoint."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.client import JobView
+from scheduler.client import Client, JobView
 from tests.fixtures.jobs import events_of, running_stack, wait_running
 from tests.fixtures.stacks import Stack
 
@@ -185,3 +186,16 @@ def test_from_refuses_what_cannot_continue(pool: Stack) -> None:
     assert len(pool.client.list(limit=1000)) == before, "nothing stored"
     pool.client.cancel(running)
     pool.wait(running)
+
+
+def test_a_queue_s_default_time_limit_applies_when_none_is_given(pool: Stack) -> None:
+    settings = dataclasses.replace(pool.settings, time_limits={"gpu": 600.0})
+    client = Client(settings)
+    quick = {"steps": 1, "step_seconds": 0}
+    defaulted = client.submit("counter", quick)
+    given = client.submit("counter", quick, time_limit=30.0)
+    elsewhere = client.submit("counter", quick, queue="cpu")
+    limits = [pool.wait(job).time_limit_seconds for job in (defaulted, given)]
+    assert limits == [600.0, 30.0]
+    assert client.get(elsewhere).time_limit_seconds is None
+    client.cancel(elsewhere)

@@ -319,3 +319,23 @@ def test_a_worker_gone_inside_a_transaction_does_not_hold_its_job_s_row() -> Non
         gone.engine.dispose()
         sessions.kw["bind"].dispose()
         drop()
+
+
+@pytest.mark.parametrize("asked", [StopRequest.CANCEL, StopRequest.PAUSE])
+def test_a_cancel_or_pause_during_a_preemption_decides_where_the_job_goes(
+    sessions: sessionmaker[Session], asked: StopRequest
+) -> None:
+    job_id = new_job(sessions)
+    with sessions.begin() as session:
+        assert jobs.mark_queued(session, job_id)
+        claim = jobs.claim(session, job_id, "w@h", 7, 30)
+    assert claim is not None
+    with sessions.begin() as session:
+        assert jobs.request_preemption(session, job_id, "someone-else")
+        assert (jobs.cancel if asked == StopRequest.CANCEL else jobs.pause)(session, job_id)
+    with sessions.begin() as session:  # the run stopped for the preemption it saw first
+        assert jobs.release(session, job_id, claim.token, StopRequest.PREEMPT, ran=1.5)
+    job = status_of(sessions, job_id)
+    expected = "cancelled" if asked == StopRequest.CANCEL else "paused"
+    assert (job.status, job.stop_request, job.lease_token) == (expected, None, None)
+    assert job.run_seconds == 1.5

@@ -140,7 +140,10 @@ class RunContext:
     # --- stop requests ---------------------------------------------------------------
 
     def request_stop(self, reason: StopRequest) -> None:
-        if self._stop is None:
+        """The first stop asked for wins, except that a person's cancel or pause replaces
+        a stop the system asked for (shutdown, preemption, time limit)."""
+        by_person = (StopRequest.CANCEL, StopRequest.PAUSE)
+        if self._stop is None or (reason in by_person and self._stop not in by_person):
             log.info("job %s: %s requested", self.job_id, reason)
             self._stop = reason
 

@@ -28,6 +28,9 @@ COLUMNS: tuple[sa.Column[Any], ...] = (
     sa.Column("notified_at", sa.DateTime(timezone=True), nullable=True),
 )
 
+NOTICE_DUE = sa.text("notify IS NOT NULL AND notified_at IS NULL")
+"""The few jobs the notifier looks for each second: a partial index holds only them."""
+
 
 def upgrade() -> None:
     # Plain ADD COLUMNs, no batch copy: on SQLite a batch rebuilds `jobs`, and dropping
@@ -39,9 +42,14 @@ def upgrade() -> None:
         op.create_foreign_key("fk_jobs_continues", "jobs", "jobs", ["continues"], ["id"])
     op.create_index("ix_jobs_sweep_id", "jobs", ["sweep_id"])
     op.create_index("ix_jobs_owner_status", "jobs", ["owner", "status"])
+    op.create_index(
+        "ix_jobs_notice_due", "jobs", ["finished_at"],
+        postgresql_where=NOTICE_DUE, sqlite_where=NOTICE_DUE,
+    )  # fmt: skip
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_notice_due", "jobs")
     op.drop_index("ix_jobs_owner_status", "jobs")
     op.drop_index("ix_jobs_sweep_id", "jobs")
     if op.get_bind().dialect.name != "sqlite":

@@ -160,8 +160,9 @@ class Scheduler:
         """Tick until `stop`; an outage of the database or the broker is waited out, with
         growing pauses and a log line when it starts and when it ends: never an exit."""
         log.info("scheduler running against %s", where(self.settings.database_url))
-        database = Outage(f"database at {where(self.settings.database_url)}", log)
-        broker = Outage("broker", log)
+        # Shared with the notifier's thread: one line per outage for the process.
+        database = Outage.of(f"database at {where(self.settings.database_url)}", log)
+        broker = Outage.of("broker", log)
         last_maintenance = 0.0
         while not stop.is_set():
             try:

@@ -158,6 +158,9 @@ class Notifier:
         self.notices: dict[str, Notice] = {}
         self.pool = ThreadPoolExecutor(PARALLEL_POSTS, thread_name_prefix="atelier-notify")
         self._polled_at = 0.0
+        self._used_database = self._used_broker = False
+        """Whether this round reached the database, Redis: only then may it say they are
+        back (the scheduler's loop shares the same outage trackers)."""
 
     def start(self, stop: threading.Event) -> threading.Thread:
         thread = threading.Thread(target=self.run, args=(stop,), name="notifier", daemon=True)
@@ -172,8 +175,11 @@ class Notifier:
             while not stop.is_set():
                 try:
                     self.step()
-                    database.succeeded()
-                    broker.succeeded()
+                    # Only a round that reached them says they are back.
+                    if self._used_database:
+                        database.succeeded()
+                    if self._used_broker:
+                        broker.succeeded()
                 except UNAVAILABLE as error:
                     stop.wait(database.failed(error))
                     continue
@@ -191,6 +197,7 @@ class Notifier:
     def step(self) -> None:
         """One round: take in answers, record outcomes, renew claims, take up new
         notices, send what is due."""
+        self._used_database = self._used_broker = False
         self._collect()
         for notice in list(self.notices.values()):
             self._record(notice)
@@ -217,6 +224,7 @@ class Notifier:
     def _take_up(self) -> None:
         if len(self.notices) >= MAX_NOTICES:
             return
+        self._used_database = True
         with self.readers() as session:
             ids = session.scalars(
                 select(Job.id)
@@ -230,6 +238,7 @@ class Notifier:
                 .limit(MAX_NOTICES - len(self.notices))
             ).all()
         for job_id in ids:
+            self._used_broker = True
             claim = self.redis.lock(redis_keys.notify_claim(job_id), timeout=CLAIM_SECONDS)
             if not claim.acquire(blocking=False):
                 continue  # another scheduler sends it
@@ -318,6 +327,7 @@ class Notifier:
             if not target.settled or target.recorded:
                 continue
             last = all(t.recorded or t is target for t in notice.targets)
+            self._used_database = True
             with self.sessions.begin() as session:
                 add_event(session, notice.job_id, EventType.NOTIFIED, target.event())
                 if last:
@@ -335,6 +345,7 @@ class Notifier:
         for notice in list(self.notices.values()):
             if now - notice.renewed_at < RENEW_SECONDS:
                 continue
+            self._used_broker = True
             try:
                 notice.claim.reacquire()
             except redis.exceptions.LockNotOwnedError:

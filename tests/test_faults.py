@@ -408,7 +408,7 @@ def test_a_runs_files_and_events_are_its_own(two_workers: Backend) -> None:
         )
     check_run_layout(expect, stack, job_id, rows, token)
     steps = {r.name: r.step for r in rows if r.role == "checkpoint"}
-    expect.equal(steps, {"latest.npz": 10, "previous.npz": 5}, "checkpoint rows' steps")
+    expect.equal(steps, {"latest.npz": 12, "previous.npz": 10}, "checkpoint rows' steps")
     expect.verify()
 
 

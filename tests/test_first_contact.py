@@ -82,7 +82,8 @@ def test_the_workers_log_is_named_when_atelier_run_started_them() -> None:
     now = datetime.now(UTC)
     view = JobView(
         "a1b2", "dcgan", "failed", "gpu", 0, 1, 3, 0.5, 3, 6, 1, {}, None, None, None, None,
-        "error", "RuntimeError: planned", now, now, now, {}, [],
+        "error", "RuntimeError: planned", now, now, now, {}, [], "u", True, None, 9.0, None,
+        None,
     )  # fmt: skip
     line = _ending(view, Path("/home/u/.atelier/logs/up.log"))
     assert line == (

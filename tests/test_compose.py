@@ -131,8 +131,10 @@ def test_migrate_runs_once_before_scheduler_and_workers(resolved: dict[str, Any]
         assert depends["migrate"]["condition"] == "service_completed_successfully"
         assert depends["redis"]["condition"] == "service_healthy"
         assert depends["postgres"]["condition"] == "service_healthy"
-    assert services["scheduler"]["command"] == ["scheduler"]
+    assert services["scheduler"]["command"] == ["scheduler", "--metrics-port", "9808"]
     assert "deploy" not in services["scheduler"]  # one instance, no replicas
+    # The queue metrics have no login: served on the compose network, published nowhere.
+    assert "ports" not in services["scheduler"]
 
 
 def test_workers_scale_and_stop_warm(resolved: dict[str, Any], source: Any) -> None:

@@ -108,8 +108,10 @@ class Scheduler:
                 if free > 0
                 for job in jobs.runnable_jobs(session, now, queue, min(free, total), per_owner=True)
             ]
-            active = jobs.active_by_owner(session) if candidates else {}
-        cap = self.settings.max_running_per_owner
+            cap = self.settings.max_running_per_owner
+            # One owner and no cap: fair share has nothing to weigh (the common case).
+            shared = cap is not None or len({job.owner for job in candidates}) > 1
+            active = jobs.active_by_owner(session) if shared else {}
         chosen = choose(candidates, Capacity(total, per_queue), active, cap, self.turns)
         return [job.id for job in chosen if self._enqueue(job)]
 

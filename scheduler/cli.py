@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import threading
+
+    from core.settings import Settings
     from scheduler.client import Client, JobView
 
 DEFAULT_QUEUES = "gpu,cpu"
@@ -567,17 +570,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run_stack(load_settings(), args.workers, args.queues.split(","))
 
 
-def cmd_scheduler(args: argparse.Namespace) -> int:
+def _serving() -> tuple[Settings, threading.Event]:
+    """A long-running service's start: logging, settings, a current schema, and the
+    event that SIGTERM and Ctrl-C set to stop it."""
     import signal
     import threading
 
-    from core.broker import redis_client
-    from core.celery_app import make_app
     from core.settings import load_settings
-    from db.engine import session_factory
     from db.migrate import ensure_current
-    from scheduler.loop import Scheduler
-    from scheduler.notifier import Notifier
 
     _logging()
     settings = load_settings()
@@ -585,6 +585,17 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return settings, stop
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from core.broker import redis_client
+    from core.celery_app import make_app
+    from db.engine import session_factory
+    from scheduler.loop import Scheduler
+    from scheduler.notifier import Notifier
+
+    settings, stop = _serving()
     sessions = session_factory(settings.database_url)
     if args.metrics_port is not None:
         from scheduler.metrics import serve_metrics
@@ -598,19 +609,9 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
-    from core.settings import load_settings
-    from db.migrate import ensure_current
     from scheduler.metrics import serve_metrics
 
-    _logging()
-    settings = load_settings()
-    ensure_current(settings.database_url)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    settings, stop = _serving()
     server = serve_metrics(settings, args.port, args.address)
     print(f"atelier metrics: http://{args.address}:{args.port}/metrics; Ctrl-C to stop", flush=True)
     while not stop.wait(1.0):

@@ -211,27 +211,6 @@ def report_rates(report: harness.Report, results: dict[str, list[Trained]]) -> N
                 )
 
 
-def report_checkpoints(report: harness.Report, runs: list[harness.Run], every: int) -> None:
-    if not all(run.ctx.checkpoint_saves for run in runs):
-        print(f"  no checkpoint: a run of {len(runs[0].ctx.steps)} steps is shorter than {every}")
-        return
-    saves = [harness.median(run.ctx.checkpoint_saves) for run in runs]
-    shares = [sum(run.ctx.checkpoint_saves) / run.wall * 100 for run in runs]
-    between = [every / run.ctx.window().steady_rate for run in runs]  # an interval's steps
-    per_interval = [save / (save + steps) * 100 for save, steps in zip(saves, between, strict=True)]
-    size = runs[0].ctx.checkpoint_bytes / 1e6
-    saves_ms = [save * 1000 for save in saves]
-    report.figure("checkpoint_save_ms", harness.median(saves_ms), "ms", runs=saves_ms, mb=size)
-    report.figure(
-        "checkpoint_share", harness.median(shares), "%", target="< 3 %", runs=shares,
-        what="time in checkpoint saves / the job's wall time", checkpoint_every=every,
-    )  # fmt: skip
-    report.figure(
-        "checkpoint_interval_share", harness.median(per_interval), "%", target="< 3 %",
-        what=f"save / (save + {every} steps at the steady rate): what a long job pays",
-    )  # fmt: skip
-
-
 def report_breakdown(report: harness.Report, runs: list[harness.Run]) -> None:
     """Where an atelier job's time goes (medians over the runs)."""
     parts = {
@@ -272,7 +251,7 @@ def main() -> None:
         results = measure(args, runtime, stack)
     report_rates(report, results)
     runs = [trained.run for trained in results["atelier"] if trained.run is not None]
-    report_checkpoints(report, runs, args.checkpoint_every)
+    harness.report_checkpoints(report, runs, args.checkpoint_every)
     report_breakdown(report, runs)
     if "e2e" in results:
         walls = [trained.wall for trained in results["e2e"]]

@@ -452,30 +452,6 @@ def report_steps(report: harness.Report, results: dict[str, list[Trained]], size
     )  # fmt: skip
 
 
-def report_checkpoints(report: harness.Report, runs: list[harness.Run], every: int) -> None:
-    if not all(run.ctx.checkpoint_saves for run in runs):
-        print(f"  no checkpoint: a run of {len(runs[0].ctx.steps)} steps is shorter than {every}")
-        return
-    saves = [harness.median(run.ctx.checkpoint_saves) for run in runs]
-    shares = [sum(run.ctx.checkpoint_saves) / run.wall * 100 for run in runs]
-    size = runs[0].ctx.checkpoint_bytes / 1e6
-    saves_ms = [save * 1000 for save in saves]
-    report.figure("checkpoint_save_ms", harness.median(saves_ms), "ms", runs=saves_ms, mb=size)
-    report.figure("checkpoint_mb", size, "MB", what="the checkpoint file (.npz)")
-    report.figure(
-        "checkpoint_share", harness.median(shares), "%", target="< 3 %", runs=shares,
-        what="time in checkpoint saves / the job's wall time", checkpoint_every=every,
-    )  # fmt: skip
-    for interval in sorted({every, DEFAULT_CHECKPOINT_EVERY}):
-        between = [interval / run.ctx.window().steady_rate for run in runs]
-        shares = [save / (save + steps) * 100 for save, steps in zip(saves, between, strict=True)]
-        suffix = "" if interval == every else f"_at_{interval}"
-        report.figure(
-            f"checkpoint_interval_share{suffix}", harness.median(shares), "%", target="< 3 %",
-            what=f"save / (save + {interval} steps at the steady rate): what a long job pays",
-        )  # fmt: skip
-
-
 def report_breakdown(report: harness.Report, runs: list[harness.Run]) -> None:
     """Where an atelier job's time goes (medians over the runs)."""
     parts: dict[str, Callable[[harness.Run, harness.TimedContext], float]] = {
@@ -539,7 +515,9 @@ def main() -> None:
             report_rates(report, results)
             report_steps(report, results, sizes)
             runs = [trained.run for trained in results["atelier"] if trained.run is not None]
-            report_checkpoints(report, runs, sizes.checkpoint_every)
+            harness.report_checkpoints(
+                report, runs, sizes.checkpoint_every, also_at=[DEFAULT_CHECKPOINT_EVERY]
+            )
             report_breakdown(report, runs)
     print(f"load average at the end {harness.load_average()}")
 

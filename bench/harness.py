@@ -360,6 +360,35 @@ class Run:
     wall: float  # `execute`: from the claim to the recorded success
 
 
+def report_checkpoints(
+    report: Report, runs: list[Run], every: int, also_at: Sequence[int] = ()
+) -> None:
+    """What checkpointing costs the runs (each saved every `every` steps): a save's time
+    and size, its share of the job's wall time, and its share of one interval at the
+    steady step rate, at `every` and at each of `also_at` (what a long job pays)."""
+    if not all(run.ctx.checkpoint_saves for run in runs):
+        print(f"  no checkpoint: a run of {len(runs[0].ctx.steps)} steps is shorter than {every}")
+        return
+    saves = [median(run.ctx.checkpoint_saves) for run in runs]
+    shares = [sum(run.ctx.checkpoint_saves) / run.wall * 100 for run in runs]
+    size = runs[0].ctx.checkpoint_bytes / 1e6
+    saves_ms = [save * 1000 for save in saves]
+    report.figure("checkpoint_save_ms", median(saves_ms), "ms", runs=saves_ms, mb=size)
+    report.figure("checkpoint_mb", size, "MB", what="the checkpoint file (.npz)")
+    report.figure(
+        "checkpoint_share", median(shares), "%", target="< 3 %", runs=shares,
+        what="time in checkpoint saves / the job's wall time", checkpoint_every=every,
+    )  # fmt: skip
+    for interval in sorted({every, *also_at}):
+        between = [interval / run.ctx.window().steady_rate for run in runs]
+        shares = [save / (save + steps) * 100 for save, steps in zip(saves, between, strict=True)]
+        suffix = "" if interval == every else f"_at_{interval}"
+        report.figure(
+            f"checkpoint_interval_share{suffix}", median(shares), "%", target="< 3 %",
+            what=f"save / (save + {interval} steps at the steady rate): what a long job pays",
+        )  # fmt: skip
+
+
 class LocalRuntime:
     """A temporary ATELIER_HOME with its own SQLite database and no broker (nothing
     dispatches: jobs are created queued and run here, as a worker process runs them)."""

@@ -105,19 +105,9 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     submit = command("submit", cmd_submit, "validate a job and queue it; prints its id")
-    submit.add_argument("kind", help="job kind, e.g. dcgan")
-    submit.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a spec field; VALUE is read as JSON when it parses, else a string",
-    )
-    submit.add_argument("--file", type=Path, help="a JSON file with spec fields")
-    submit.add_argument("--priority", type=int, default=0, help="higher runs first")
+    _spec_arguments(submit)
     submit.add_argument("--after", metavar="JOB", help="start only after JOB succeeded")
-    submit.add_argument("--queue", help="run on this queue instead of the kind's default")
-    submit.add_argument("--max-attempts", type=int, default=3)
+    _placement_arguments(submit)
     _sharing_arguments(submit)
     submit.add_argument(
         "--from", dest="continues", metavar="JOB",
@@ -289,20 +279,26 @@ def _sweep_arguments(points: argparse.ArgumentParser) -> None:
         "--range", action="append", default=[], metavar="FIELD=LOW:HIGH[:log]",
         help="with --random: uniform (:log log-uniform) in [LOW, HIGH] (repeatable)",
     )  # fmt: skip
-    points.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="a field of every job; VALUE is read as JSON when it parses, else a string",
-    )  # fmt: skip
-    points.add_argument("--file", type=Path, help="a JSON file with fields of every job")
-    points.add_argument("--priority", type=int, default=0, help="higher runs first")
-    points.add_argument("--queue", help="run on this queue instead of the kind's default")
-    points.add_argument("--max-attempts", type=int, default=3)
+    _spec_fields(points)  # the fields every job of the sweep shares
+    _placement_arguments(points)
     _sharing_arguments(points)
     points.add_argument("--json", action="store_true", help='print {"sweep": ID, "jobs": [...]}')
 
 
+def _placement_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where and how eagerly a job runs: `submit` and `sweep` take these."""
+    parser.add_argument("--priority", type=int, default=0, help="higher runs first")
+    parser.add_argument("--queue", help="run on this queue instead of the kind's default")
+    parser.add_argument("--max-attempts", type=int, default=3)
+
+
 def _spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", help="job kind, e.g. dcgan")
+    _spec_fields(parser)
+
+
+def _spec_fields(parser: argparse.ArgumentParser) -> None:
+    """--set and --file, which `_spec_from` reads."""
     parser.add_argument(
         "--set",
         action="append",

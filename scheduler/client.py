@@ -154,7 +154,7 @@ class Client:
             raise SpecError(f"a job can wait for one other job, not {sorted(waits_for)}")
         sharing = jobs.Sharing(
             owner=owner if owner is not None else default_owner(),
-            preemptible=preempt and valid.checkpointed,
+            preemptible=preempt and is_checkpointed(kind),
             time_limit_seconds=(
                 time_limit
                 if time_limit is not None

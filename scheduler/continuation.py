@@ -35,7 +35,8 @@ def check_changes(
 ) -> None:
     """Refuse a continuation whose given fields change what the checkpoint holds."""
     named = f"--from {source.id}"
-    keyed = input_keys(valid.values, input_files)
+    # Input files as the store keys them, for the given fields only (each is hashed).
+    keyed = input_keys({name: valid.values.get(name) for name in given}, input_files)
     changed = sorted(
         name
         for name in given

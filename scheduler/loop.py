@@ -23,7 +23,7 @@ from core import redis_keys
 from core.celery_app import task_name
 from core.errors import one_line
 from core.outage import Outage
-from core.presence import live_workers
+from core.presence import WorkerSlots, live_workers
 from core.settings import Settings
 from db import jobs
 from db.engine import UNAVAILABLE, reader_factory, where
@@ -76,8 +76,10 @@ class Scheduler:
             with self.sessions.begin() as session:
                 report.cancelled = jobs.cancel_orphans(session)
             report.resent = self._resend_stale()
-            report.preempted = self._make_room()
-        report.enqueued = self._fill_free_slots()
+        workers = live_workers(self.redis)
+        if maintenance:
+            report.preempted = self._make_room(workers)
+        report.enqueued = self._fill_free_slots(workers)
         return report
 
     def _resend_stale(self) -> list[str]:
@@ -93,8 +95,7 @@ class Scheduler:
             resent.append(job.id)
         return resent
 
-    def _fill_free_slots(self) -> list[str]:
-        workers = live_workers(self.redis)
+    def _fill_free_slots(self, workers: list[WorkerSlots]) -> list[str]:
         if not workers:
             return []
         now = utcnow()
@@ -115,11 +116,10 @@ class Scheduler:
         chosen = choose(candidates, Capacity(total, per_queue), active, cap, self.turns)
         return [job.id for job in chosen if self._enqueue(job)]
 
-    def _make_room(self) -> list[str]:
+    def _make_room(self, workers: list[WorkerSlots]) -> list[str]:
         """Preemption: on each queue with no free slot, a waiting job of higher priority
         than a running one asks that one to checkpoint and step aside (it becomes pending
         again without using an attempt, and resumes when a slot frees)."""
-        workers = live_workers(self.redis)
         now = utcnow()
         with self.readers() as session:
             total, free = free_slots(workers, jobs.active_counts(session))

@@ -27,8 +27,6 @@ class ValidSpec:
     """Fields naming input files, copied into the input store at submit."""
     model_inputs: dict[str, tuple[str, ...]]
     """Fields naming another job whose outputs this job reads -> the kinds allowed."""
-    checkpointed: bool
-    """The kind checkpoints (training, rendering): it can be preempted and continued."""
 
 
 def validate_spec(kind: str, values: dict[str, Any], submission: Submission) -> ValidSpec:
@@ -48,7 +46,6 @@ def validate_spec(kind: str, values: dict[str, Any], submission: Submission) -> 
         queue=module.DEFAULT_QUEUE,
         input_files=tuple(getattr(module, "INPUT_FILES", ())),
         model_inputs=model_inputs,
-        checkpointed=issubclass(module.Spec, CheckpointedSpec),
     )
 
 

@@ -496,6 +496,20 @@ def record_output(session: Session, job_id: str, token: str, output: Output) -> 
     return Recorded(tuple(key for key in replaced if key != output.key))
 
 
+def drop_outputs_after(
+    session: Session, job_id: str, token: str, role: str, step: int
+) -> Recorded | None:
+    """Forget the job's outputs of `role` recorded for steps past `step` (the event files
+    of steps that a run resuming from `step` logs again). None when the lease is not
+    `token`'s."""
+    if not _set_status(session, job_id, _owned(token)):
+        return None
+    past = (Output.job_id == job_id, Output.role == role, Output.step > step)
+    keys = session.scalars(select(Output.key).where(*past)).all()
+    session.execute(delete(Output).where(*past))
+    return Recorded(tuple(keys))
+
+
 def record_checkpoint(session: Session, job_id: str, token: str, output: Output) -> Recorded | None:
     """Make `output` (role CHECKPOINT_ROLE, name LATEST_CHECKPOINT) the job's latest
     checkpoint; the latest so far becomes the previous one, and the previous one is

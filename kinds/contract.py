@@ -112,6 +112,9 @@ class JobContext(Protocol):
     job_id: str
     attempt: int
     cache: ModelCache
+    cache_dir: Path
+    """A folder on this worker's machine that outlives jobs, for what a kind builds once
+    per worker (the glyph feature classifier); write into it atomically."""
 
     def restore(self) -> Checkpoint | None:
         """The latest readable checkpoint of this job, or None on a fresh start."""
@@ -134,8 +137,16 @@ class JobContext(Protocol):
     ) -> None:
         """Report progress; cheap to call every step (writes are throttled)."""
 
-    def metrics(self, values: Mapping[str, float], *, step: int, epoch: int | None = None) -> None:
-        """Record a metrics event (e.g. at the end of each epoch)."""
+    def metrics(
+        self,
+        values: Mapping[str, float],
+        *,
+        step: int,
+        epoch: int | None = None,
+        notes: Mapping[str, str] | None = None,
+    ) -> None:
+        """Record a metrics event (e.g. at the end of each epoch); `notes` say how values
+        were measured (which features an FID used)."""
 
     def outputs_of(self, job_id: str, role: str) -> dict[str, Path]:
         """Files another job recorded under `role`, by name (e.g. its "model" outputs)."""

@@ -24,6 +24,14 @@ class TrainingSpec(CheckpointedSpec):
     steps_per_epoch: int | None = Field(None, gt=0, description="cap on batches per epoch")
     learning_rate: float = Field(1e-3, gt=0)
     mixed_precision: bool = Field(False, description=MIXED_PRECISION_HELP)
+    quality: bool = Field(
+        True,
+        description="record the held-out and quality metrics (fid, label_accuracy, val_loss, "
+        "val_l1); off saves their cost",
+    )
+    quality_every: int | None = Field(
+        None, gt=0, description="steps between quality metrics (default: at each epoch's end)"
+    )
 
 
 class ImageTrainingSpec(TrainingSpec):

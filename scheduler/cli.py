@@ -183,6 +183,14 @@ def _parser() -> argparse.ArgumentParser:
     metrics.add_argument("--port", type=int, default=9808)
     metrics.add_argument("--address", default="0.0.0.0", help="interface to listen on (all)")
 
+    board = command("tensorboard", cmd_tensorboard, "TensorBoard over jobs' curves and samples")
+    board.add_argument("jobs", nargs="*", metavar="JOB", help="these jobs (default: all)")
+    board.add_argument("--sweep", metavar="ID", help="the jobs of this sweep")
+    board.add_argument("--port", type=int, default=6006)
+    board.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (default: this machine only)"
+    )
+
     commands.add_parser(
         "worker", help="run a Celery worker process, or one per GPU (see `atelier worker --help`)"
     )
@@ -614,6 +622,18 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         pass
     server.shutdown()
     return 0
+
+
+def cmd_tensorboard(args: argparse.Namespace) -> int:
+    from scheduler.tensorboard import serve
+
+    _, stop = _serving()
+    client = _client()
+    chosen = [client.get(job).id for job in args.jobs]  # prefixes resolved, unknown refused
+    if args.sweep is not None:
+        chosen += [view.id for view in client.sweep_jobs(args.sweep)]
+    job_ids = chosen if args.jobs or args.sweep is not None else None
+    return serve(client, job_ids, port=args.port, host=args.host, stop=stop)
 
 
 def cmd_flower(args: argparse.Namespace) -> int:

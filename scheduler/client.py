@@ -364,6 +364,23 @@ class Client:
             query = select(Job).where(Job.sweep_id == resolved).order_by(Job.created_at, Job.id)
             return [_view(job, [], self.store) for job in session.scalars(query).all()]
 
+    def jobs_with_outputs(
+        self, role: str, job_ids: builtins.list[str] | None = None
+    ) -> builtins.list[JobView]:
+        """The jobs (all, or `job_ids`: full ids) with outputs of `role`, oldest first;
+        each view lists only those outputs."""
+        with self.readers() as session:
+            query = select(Output).where(Output.role == role).order_by(Output.id)
+            if job_ids is not None:
+                query = query.where(Output.job_id.in_(job_ids))
+            outputs: dict[str, builtins.list[Output]] = {}
+            for output in session.scalars(query).all():
+                outputs.setdefault(output.job_id, []).append(output)
+            jobs = session.scalars(
+                select(Job).where(Job.id.in_(outputs)).order_by(Job.created_at, Job.id)
+            ).all()
+            return [_view(job, outputs[job.id], self.store) for job in jobs]
+
     def sweep_metrics(self, sweep_id: str) -> dict[str, dict[str, float]]:
         """Job id -> the last value of each metric in the job's metrics events (a kind's
         per-epoch means), for the jobs of the sweep `sweep_id` (a full id)."""

@@ -11,9 +11,9 @@ from core.inputs import input_keys
 from db.models import Job, JobStatus
 from scheduler.specs import SpecError, ValidSpec
 
-MAY_CHANGE = frozenset({"epochs", "checkpoint_every", "samples"})
+MAY_CHANGE = frozenset({"epochs", "checkpoint_every", "samples", "quality", "quality_every"})
 """Fields a continuation may set to new values: how long it trains, how often it saves,
-how much it shows. Any other field can change the shapes or the data the checkpoint
+how much it shows and measures. Any other field can change the shapes or the data the checkpoint
 holds."""
 
 

@@ -14,6 +14,7 @@ import pytest
 from tests.fixtures.jobs import Stacks, events_of, finished, wait_running
 from tests.fixtures.kind_cases import RESUMABLE, KindCase, KindRuns, output_files
 from tests.fixtures.local_context import LocalContext
+from tests.fixtures.tensorboard import assert_tensorboard_shows_the_run_once
 
 KILLS = [
     pytest.param(case, backend, id=f"{case.name}-{backend}")
@@ -22,8 +23,11 @@ KILLS = [
     for backend in case.resume.kill.backends
 ]
 
-EVENT_KEYS = {"at", "type", "step", "epoch"}
+EVENT_KEYS = {"at", "type", "step", "epoch", "notes"}
 """What a metrics event holds besides the metrics."""
+
+UNCOMPARED = {"checkpoint", "tensorboard"}
+"""Output roles whose bytes differ between runs (event files hold wall times)."""
 
 _uninterrupted: dict[str, LocalContext] = {}
 
@@ -40,7 +44,7 @@ def uninterrupted(case: KindCase, kind_runs: KindRuns) -> LocalContext:
 
 @pytest.mark.parametrize(("case", "backend"), KILLS)
 def test_killed_worker_job_resumes_from_its_checkpoint_to_identical_bytes(
-    case: KindCase, backend: str, stacks: Stacks, kind_runs: KindRuns
+    case: KindCase, backend: str, stacks: Stacks, kind_runs: KindRuns, tmp_path: Path
 ) -> None:
     assert case.resume is not None and case.resume.kill is not None
     stack = stacks.get(backend)  # the session's `stack` of that backend
@@ -68,12 +72,12 @@ def test_killed_worker_job_resumes_from_its_checkpoint_to_identical_bytes(
     started = events_of(stack, job_id, "started")
     assert len(started) == 2 and started[1]["pid"] != running.worker_pid
 
-    results = [(o.role, o.name) for o in view.outputs if o.role != "checkpoint"]
+    results = [(o.role, o.name) for o in view.outputs if o.role not in UNCOMPARED]
     assert len(results) == len(set(results)), "one final result per output"
     files = {
         f"{o.role}/{o.name}": Path(o.location).read_bytes()
         for o in view.outputs
-        if o.role != "checkpoint"
+        if o.role not in UNCOMPARED
     }
     assert files == output_files(reference)
     # A re-run epoch records its metrics again: the last record of each step counts.
@@ -82,3 +86,6 @@ def test_killed_worker_job_resumes_from_its_checkpoint_to_identical_bytes(
         for event in events_of(stack, job_id, "metrics")
     }
     assert recorded == {e.step: (e.epoch, e.values) for e in reference.metric_events}
+    notes = {event["step"]: event.get("notes", {}) for event in events_of(stack, job_id, "metrics")}
+    assert notes == {e.step: e.notes for e in reference.metric_events}
+    assert_tensorboard_shows_the_run_once(stack, job_id, reference, tmp_path)

@@ -26,8 +26,10 @@ from db import jobs
 from db.engine import UNAVAILABLE, where
 from db.models import EventType, Output, StopRequest
 from kinds.contract import Checkpoint, JobError, OutputData, as_writer
+from worker import summaries
 from worker.checkpoints import CheckpointStore, load_checkpoint
 from worker.model_cache import ProcessModelCache
+from worker.summaries import Segment, Summaries
 
 log = logging.getLogger("atelier.run")
 T = TypeVar("T")
@@ -42,6 +44,8 @@ STORAGE_PATIENCE_SECONDS = 120.0
 """How long a run waits out an unreachable store before it fails as storage_unavailable
 (retried from the last checkpoint)."""
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PICTURE_ROLES = frozenset({"sample", "snapshot"})
+"""Outputs shown in TensorBoard as they are saved: per-epoch samples, render snapshots."""
 
 
 class StopRequested(Exception):
@@ -113,12 +117,18 @@ class RunContext:
         )  # fmt: skip
         self.sessions = sessions
         self.cache = JobCacheView(cache)
+        self.cache_dir = settings.cache_dir
         self.store: Storage = open_storage(settings)
         self.job_folder = f"outputs/{claim.job_id}"
         self.run_folder = f"{self.job_folder}/{claim.token[:RUN_NAME_CHARS]}"
         """Every file this run writes is under this key, under a name no other run uses."""
         self.checkpoints = CheckpointStore(self.store, f"{self.run_folder}/checkpoints")
         self.checkpoint_every = int(claim.spec.get("checkpoint_every", 0)) or None
+        self.summaries: Summaries | None = None
+        """A resumable kind's TensorBoard records not yet published (worker/summaries.py)."""
+        if self.checkpoint_every is not None:
+            self.summaries = Summaries()
+            self.summaries.hparams({"kind": claim.kind, **claim.spec}, trial=claim.job_id)
         self.lease_lost = threading.Event()
         self.lease_valid_until = time.monotonic() + settings.lease_seconds
         """Until when (time.monotonic) the lease may still be ours, as far as this process
@@ -127,6 +137,7 @@ class RunContext:
         self._stop: StopRequest | None = None
         self._pending_progress: dict[str, Any] | None = None
         self._total_steps: int | None = None
+        self._reported_step = 0
         self._last_progress_write = 0.0
         self._last_progress_event = 0.0
         self.outage = Outage.of(f"database at {self.database}", log)
@@ -186,15 +197,29 @@ class RunContext:
             checkpoint = self._checkpoint_of(source)
             if checkpoint is None:
                 raise JobError("checkpoint_missing", f"job {source} has no readable checkpoint")
+        self._forget_summaries_after(checkpoint.step if checkpoint is not None else 0)
         if checkpoint is not None:
             step = checkpoint.step
             if not self.write(
                 lambda session: jobs.record_resume(session, self.job_id, self.token, step, source)
             ):
                 self._lost()
+            if source is None and self.summaries is not None:
+                self.summaries.clear()  # its hyperparameters are in the job's first segment
             log.info("job %s resumes from step %d%s", self.job_id, step,
                      f" of job {source}" if source else "")  # fmt: skip
         return checkpoint
+
+    def _forget_summaries_after(self, step: int) -> None:
+        """Drop the event files of the steps this run logs again (an older checkpoint
+        restored when the latest was unreadable: it covered steps past this one)."""
+        recorded = self.write(lambda session: jobs.drop_outputs_after(
+            session, self.job_id, self.token, summaries.ROLE, step
+        ))  # fmt: skip
+        if recorded is None:
+            self._lost()
+        for key in recorded.unreferenced:
+            self.forget(key)
 
     def _checkpoint_of(self, job_id: str) -> Checkpoint | None:
         pointers = self.write(
@@ -212,14 +237,55 @@ class RunContext:
             published = self.stored(what, lambda: self.checkpoints.save(checkpoint))
         row = self._output_row(jobs.CHECKPOINT_ROLE, jobs.LATEST_CHECKPOINT, published)
         row.step = checkpoint.step
+        segment, segment_row = self._publish_summaries()
+        files = [published] + ([] if segment_row is None else [self._stored_of(segment_row)])
+
+        def record(session: Session) -> jobs.Recorded | None:
+            recorded = jobs.record_checkpoint(session, self.job_id, self.token, row)
+            if recorded is not None and segment_row is not None:
+                jobs.record_output(session, self.job_id, self.token, segment_row)
+            return recorded
+
         try:
-            self._commit(published, lambda session: jobs.record_checkpoint(
-                session, self.job_id, self.token, row
-            ), wait=False)  # fmt: skip
+            self._commit(files, record, wait=False)
         except UNAVAILABLE as error:  # the job computes on; the next checkpoint tries again
-            self.store.delete(published.key)
+            for file in files:
+                self.store.delete(file.key)
             self.outage.failed(error)
             log.info("job %s: checkpoint of step %d not recorded", self.job_id, checkpoint.step)
+            return
+        if segment is not None and self.summaries is not None:
+            self.summaries.published(segment)
+
+    # --- TensorBoard -----------------------------------------------------------------
+
+    def _publish_summaries(self) -> tuple[Segment | None, Output | None]:
+        """The held TensorBoard records as an event file in the store, and its row (to be
+        recorded with what it belongs to: a checkpoint, the job's final status)."""
+        segment = None if self.summaries is None else self.summaries.segment()
+        if segment is None:
+            return None, None
+        what = f"TensorBoard events up to step {segment.last_step}"
+        key = f"{self.run_folder}/{summaries.ROLE}/{segment.name}"
+        with disk_full_is_a_job_error(what):
+            stored = self.stored(what, lambda: self.store.publish(key, as_writer(segment.data)))
+        row = self._output_row(summaries.ROLE, segment.name, stored)
+        row.step = segment.last_step
+        return segment, row
+
+    def final_summaries(self) -> Output | None:
+        """What a run that ends its job still holds, published: its row, for the final
+        transition's transaction to record (None if nothing is held)."""
+        return self._publish_summaries()[1]
+
+    def _summarise_output(self, role: str, name: str, path: Path, step: int | None) -> None:
+        if self.summaries is None or role not in PICTURE_ROLES:
+            return
+        at = step if step is not None else self._reported_step
+        if name.endswith(".png"):
+            self.summaries.image(role, path.read_bytes(), at)
+        elif name.endswith(".txt"):
+            self.summaries.text(role, path.read_text(errors="replace"), at)
 
     # --- progress and metrics --------------------------------------------------------
 
@@ -231,7 +297,9 @@ class RunContext:
         epoch: int | None = None,
         metrics: Mapping[str, float] | None = None,
     ) -> None:
-        self._total_steps = total
+        self._total_steps, self._reported_step = total, step
+        if self.summaries is not None and metrics:
+            self.summaries.scalars(metrics, step, per_step=True)
         self._pending_progress = {
             "step": step,
             "total_steps": total,
@@ -271,8 +339,20 @@ class RunContext:
         if self.on_progress is not None:
             self.on_progress(values)
 
-    def metrics(self, values: Mapping[str, float], *, step: int, epoch: int | None = None) -> None:
-        payload = {"step": step, "epoch": epoch, **{k: float(v) for k, v in values.items()}}
+    def metrics(
+        self,
+        values: Mapping[str, float],
+        *,
+        step: int,
+        epoch: int | None = None,
+        notes: Mapping[str, str] | None = None,
+    ) -> None:
+        payload: dict[str, Any] = {"step": step, "epoch": epoch}
+        payload.update({k: float(v) for k, v in values.items()})
+        if notes:
+            payload["notes"] = dict(notes)
+        if self.summaries is not None:
+            self.summaries.scalars(values, step)
         if not self.write(
             lambda session: jobs.add_run_event(
                 session, self.job_id, self.token, EventType.METRICS, payload
@@ -302,10 +382,12 @@ class RunContext:
             published = self.stored(what, lambda: self.store.publish(key, as_writer(data)))
         row = self._output_row(role, name, published)  # `name`, whatever name the file got
         row.step, row.epoch = step, epoch
-        self._commit(published, lambda session: jobs.record_output(
+        self._commit([published], lambda session: jobs.record_output(
             session, self.job_id, self.token, row
         ))  # fmt: skip
-        return self.stored(what, lambda: self.store.local_path(published.key))
+        path = self.stored(what, lambda: self.store.local_path(published.key))
+        self._summarise_output(role, name, path, step)
+        return path
 
     def outputs_of(self, job_id: str, role: str) -> dict[str, Path]:
         """The files of another job's outputs, on this machine (fetched from the store)."""
@@ -349,24 +431,29 @@ class RunContext:
             outage.succeeded()
             return result
 
+    @staticmethod
+    def _stored_of(row: Output) -> Stored:
+        return Stored(key=row.key, sha256=row.sha256, bytes=row.bytes)
+
     def _commit(
         self,
-        published: Stored,
+        published: list[Stored],
         record: Callable[[Session], jobs.Recorded | None],
         *,
         wait: bool = True,
     ) -> None:
-        """Make a published file count by recording it under the lease; a refused record
-        takes the file away again (nothing of a run that lost its lease stays), a granted
+        """Make published files count by recording them under the lease; a refused record
+        takes the files away again (nothing of a run that lost its lease stays), a granted
         one frees the files no row points to any more."""
         recorded = self.write(record, wait=wait)
         if recorded is None:
-            self._forget(published.key)
+            for file in published:
+                self.forget(file.key)
             self._lost()
         for key in recorded.unreferenced:
-            self._forget(key)
+            self.forget(key)
 
-    def _forget(self, key: str) -> None:
+    def forget(self, key: str) -> None:
         """Remove a file no row points at; one left behind by an outage is swept later."""
         try:
             self.store.delete(key)
@@ -413,7 +500,7 @@ class RunContext:
             if key not in referenced and not key.startswith(own)
         ]
         for key in stale:
-            self._forget(key)
+            self.forget(key)
         return len(stale)
 
     def record_cache_use(self, session: Session) -> None:

@@ -27,7 +27,7 @@ from core.remote_folders import sync_folder
 from core.settings import Settings, load_settings
 from db import jobs
 from db.engine import UNAVAILABLE, session_factory
-from db.models import JobStatus, StopRequest
+from db.models import JobStatus, Output, StopRequest
 from kinds import load_kind
 from kinds.contract import JobError, is_remote_folder
 from worker.live_progress import LiveProgress
@@ -144,7 +144,11 @@ def _run_and_record(ctx: RunContext, kind: str, settings: Settings) -> str:
     try:
         ending = _run(ctx, kind, settings)
         ctx.flush()
-        return ctx.write(lambda session: _record(session, ctx, settings, ending))
+        events = ctx.final_summaries() if _ends_job(ctx, ending) else None
+        outcome = ctx.write(lambda session: _record(session, ctx, settings, ending, events))
+        if outcome == "lease_lost" and events is not None:
+            ctx.forget(events.key)
+        return outcome
     except LeaseLost:
         log.warning("job %s: lease lost; another worker owns it now", ctx.job_id)
         return "lease_lost"
@@ -199,9 +203,26 @@ def _still_ours(ctx: RunContext) -> bool:
     return ctx.write(lambda session: jobs.holds_lease(session, ctx.job_id, ctx.token))
 
 
-def _record(session: Session, ctx: RunContext, settings: Settings, ending: Ending) -> str:
-    """The job's transition for `ending`, under the run's lease; "lease_lost" if refused."""
+def _ends_job(ctx: RunContext, ending: Ending) -> bool:
+    """Whether `ending` leaves the job in a final status (a retry or a release resumes it,
+    and the run that resumes logs its steps past the checkpoint again)."""
+    if ending.status == "failed":
+        return not (ending.retryable and ctx.attempt < ctx.max_attempts)
+    return ending.status in ("succeeded", StopRequest.CANCEL, StopRequest.TIME_LIMIT)
+
+
+def _record(
+    session: Session,
+    ctx: RunContext,
+    settings: Settings,
+    ending: Ending,
+    events: Output | None = None,
+) -> str:
+    """The job's transition for `ending`, under the run's lease, with the run's last
+    TensorBoard events if it ends the job; "lease_lost" if refused."""
     job_id, token, ran = ctx.job_id, ctx.token, ctx.ran_seconds()
+    if events is not None:
+        jobs.record_output(session, job_id, token, events)
     if ending.status == "succeeded":
         if not jobs.finish(session, job_id, token, JobStatus.SUCCEEDED, ran=ran):
             return "lease_lost"

@@ -14,6 +14,7 @@ from db import jobs
 from scheduler.client import JobView
 from tests.fixtures.jobs import events_of, wait_running
 from tests.fixtures.stacks import Stack
+from worker.summaries import segment_name
 
 
 def summary(view: JobView) -> dict:
@@ -29,10 +30,14 @@ def test_job_runs_to_success_with_its_outputs(stack: Stack) -> None:
     assert summary(view) == {"total": 78.0, "started_from": 0, "attempt": 1}
     # checkpoint_every 5 of 12 steps, and one at the last step (a finished job can be
     # continued from it): the latest (step 12) and the one before (step 10)
+    # TensorBoard's events go with each checkpoint: steps 0-5 (the spec at 0), 6-10, 11-12
+    events = [segment_name(first) for first in (0, 6, 11)]
     by_name = {(o.role, o.name): o for o in view.outputs}
     assert sorted(by_name) == [
-        ("checkpoint", "latest.npz"), ("checkpoint", "previous.npz"), ("result", "summary.json")
+        ("checkpoint", "latest.npz"), ("checkpoint", "previous.npz"), ("result", "summary.json"),
+        *(("tensorboard", name) for name in events),
     ]  # fmt: skip
+    assert [by_name["tensorboard", name].step for name in events] == [5, 10, 12]
     assert [by_name["checkpoint", name].step for name in ("latest.npz", "previous.npz")] == [12, 10]
     run = Path(stack.settings.outputs_dir / job_id / view.outputs[0].location.split("/")[-3])
     for output in view.outputs:  # every file in the run's own folder, as recorded
@@ -41,8 +46,10 @@ def test_job_runs_to_success_with_its_outputs(stack: Stack) -> None:
         assert path.is_relative_to(run) and output.bytes == path.stat().st_size
         assert hashlib.sha256(path.read_bytes()).hexdigest() == output.sha256
     files = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
-    assert files == {"checkpoints/step_00000010.npz", "checkpoints/step_00000012.npz",
-                     "result/summary.json"}  # fmt: skip
+    assert files == {
+        "checkpoints/step_00000010.npz", "checkpoints/step_00000012.npz", "result/summary.json",
+        *(f"tensorboard/{name}" for name in events),
+    }  # fmt: skip
 
 
 def test_failed_attempt_is_retried_from_its_checkpoint(stack: Stack) -> None:

@@ -138,6 +138,9 @@ class RunContext:
         self._pending_progress: dict[str, Any] | None = None
         self._total_steps: int | None = None
         self._reported_step = 0
+        self._measured: dict[str, float] = {}
+        """The latest value of each metric recorded as an event (fid, val_loss): progress
+        reports carry them, so `atelier watch` and Flower show them beside the losses."""
         self._last_progress_write = 0.0
         self._last_progress_event = 0.0
         self.outage = Outage.of(f"database at {self.database}", log)
@@ -305,7 +308,7 @@ class RunContext:
             "total_steps": total,
             "progress": min(step / total, 1.0) if total else 0.0,
             "epoch": epoch,
-            "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+            "metrics": {**self._measured, **{k: float(v) for k, v in (metrics or {}).items()}},
         }
         now = time.monotonic()
         ready = now >= self._retry_at or not self.outage.down  # an outage ended: at once
@@ -353,6 +356,7 @@ class RunContext:
             payload["notes"] = dict(notes)
         if self.summaries is not None:
             self.summaries.scalars(values, step)
+        self._measured.update((name, float(value)) for name, value in values.items())
         if not self.write(
             lambda session: jobs.add_run_event(
                 session, self.job_id, self.token, EventType.METRICS, payload

@@ -160,7 +160,8 @@ def test_checkpoint_falls_back_to_previous_when_latest_is_corrupt(tmp_path: Path
     first = store.save(Checkpoint(step=5, arrays={"w": np.arange(3.0)}, meta={"epoch": 1}))
     latest = store.save(Checkpoint(step=10, arrays={"w": np.arange(3.0) * 2}, meta={"epoch": 2}))
     assert (first.key, latest.key) == (
-        "run/checkpoints/step_00000005.npz", "run/checkpoints/step_00000010.npz"
+        "run/checkpoints/step_00000005.npz",
+        "run/checkpoints/step_00000010.npz",
     )
     both = [(latest.key, None), (first.key, None)]
     loaded = load_checkpoint(files, both)
@@ -225,6 +226,34 @@ def test_checkpoint_pointers_move_only_under_the_lease(sessions: sessionmaker[Se
         assert jobs.outputs_of(session, job_id, jobs.CHECKPOINT_ROLE) == pointers
         tokens = session.scalars(select(Event.run_token).where(Event.type == "metrics")).all()
     assert tokens == [claim.token]
+
+
+def test_a_resume_from_an_older_checkpoint_forgets_the_event_files_past_it(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The event files of steps a resumed run logs again go (TensorBoard would show those
+    steps twice); only the lease holder may drop them."""
+    job_id = new_job(sessions)
+    with sessions.begin() as session:
+        jobs.mark_queued(session, job_id)
+    with sessions.begin() as session:
+        claim = jobs.claim(session, job_id, "w@h", 1, 60)
+        assert claim is not None
+    for last_step in (10, 20, 30):
+        with sessions.begin() as session:
+            segment = Output(
+                job_id=job_id, role="tensorboard", name=f"events.{last_step}", step=last_step,
+                key=f"run/tensorboard/events.{last_step}", sha256="0" * 64, bytes=1,
+            )  # fmt: skip
+            assert jobs.record_output(session, job_id, claim.token, segment) is not None
+    with sessions.begin() as session:
+        assert jobs.drop_outputs_after(session, job_id, "stale", "tensorboard", 10) is None
+    with sessions.begin() as session:
+        dropped = jobs.drop_outputs_after(session, job_id, claim.token, "tensorboard", 20)
+    assert dropped is not None and dropped.unreferenced == ("run/tensorboard/events.30",)
+    with sessions() as session:
+        left = jobs.outputs_of(session, job_id, "tensorboard")
+    assert sorted(left) == ["events.10", "events.20"]
 
 
 def test_migrations_reach_head_on_a_new_sqlite_file(tmp_path: Path) -> None:

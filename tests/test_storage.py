@@ -24,6 +24,7 @@ from tests.fixtures.faults import fault_stack, redis_server
 from tests.fixtures.jobs import events_of, wait_running
 from tests.fixtures.object_store import S3Server, s3_server
 from tests.fixtures.stacks import base_env, postgres_database
+from tests.fixtures.tensorboard import board_runs
 
 
 @pytest.fixture(scope="module")
@@ -151,11 +152,16 @@ def test_a_job_keeps_its_files_in_the_bucket_resumes_from_it_and_is_downloaded(
             assert view.attempts == 2 and view.resumed_from_step in (10, 15)
             assert len(events_of(stack, job_id, "resumed")) == 1
 
-            by_name = {(o.role, o.name): o for o in view.outputs}
+            by_name = {(o.role, o.name): o for o in view.outputs if o.role != "tensorboard"}
             assert sorted(by_name) == [
                 ("checkpoint", "latest.npz"), ("checkpoint", "previous.npz"),
                 ("result", "summary.json"),
             ]  # fmt: skip
+            # TensorBoard reads the bucket's event files: each step once across the kill
+            board = board_runs(stack, [job_id], tmp_path / "board")[job_id]
+            assert board.scalar_steps("step/total") == list(range(1, 31))
+            assert all(link.resolve().is_relative_to(tmp_path / "cache")
+                       for link in board.folder.iterdir())  # fmt: skip
             for output in view.outputs:
                 assert output.location == f"{url}/{output.key}"
                 assert output.key.startswith(f"outputs/{job_id}/")

@@ -2,7 +2,8 @@
 and training through a real worker (both architectures, bad input at submit). Resume,
 crash, warm cache, non-finite loss, a worker killed mid-job, imports and bad specs:
 tests/test_kind_contract.py and tests/test_kill_resume.py (the cases "text-lm-transformer"
-and "text-lm-lstm" of tests/fixtures/kind_cases.py).
+and "text-lm-lstm" of tests/fixtures/kind_cases.py); their metrics events hold val_loss,
+so they also show that a resumed run measures the held-out text as an uninterrupted one.
 
 The trained models of the end-to-end tests (tests/fixtures/trained.py) are shared with
 tests/test_text_generate.py, so each is trained once per test session.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,18 +22,20 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from kinds import text_corpus
 from kinds.contract import JobError
 from kinds.text_lm import DEFAULT_QUEUE, Spec, run
 from tests.fixtures.data import corpus_text, write_corpus
 from tests.fixtures.jobs import Stacks, assert_refused_at_submit, events_of, finished, output_bytes
-from tests.fixtures.kind_cases import CASES, KindRuns, output_files
+from tests.fixtures.kind_cases import CASES, KindCase, KindRuns, output_files
 from tests.fixtures.local_context import DictCache, LocalContext, StopRequested
 from tests.fixtures.stacks import Stack
 from tests.fixtures.trained import text_stack, trained_job
 
 CASE = CASES["text-lm-transformer"]
+LSTM_CASE = CASES["text-lm-lstm"]
 
 
 def tiny(corpus: Path, **changes: Any) -> Spec:
@@ -69,6 +73,10 @@ def test_defaults_follow_the_references() -> None:
     assert (spec.prompt, spec.generate_length, spec.window) == ("this movie", 50, 99)
     assert spec.temperatures == [0.2, 0.5, 0.7, 1.0, 1.5]
     assert spec.lstm_units is None
+    assert (spec.validation_share, spec.quality) == (0.1, True)
+    for share, message in ((0.5, "less than 0.5"), (-0.1, "greater than or equal to 0")):
+        with pytest.raises(ValidationError, match=message):
+            Spec(corpus="imdb", validation_share=share)
 
     lstm = Spec(corpus="imdb", architecture="lstm")
     assert (lstm.sequence_length, lstm.stride, lstm.lstm_units, lstm.window) == (60, 3, 128, 60)
@@ -247,6 +255,152 @@ def test_deterministic_model_file_is_reproducible(reference: LocalContext) -> No
     with zipfile.ZipFile(io.BytesIO(reference.outputs[("model", "model.keras")].read_bytes())) as z:
         assert {info.date_time for info in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
         assert json.loads(z.read("metadata.json"))["date_saved"] == "1980-01-01@00:00:00"
+
+
+# --- held-out text and its metrics ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", [CASE, LSTM_CASE], ids=str)
+def test_val_loss_and_perplexity_every_epoch(kind_runs: KindRuns, case: KindCase) -> None:
+    ctx = kind_runs.reference(case)
+    vocabulary = text_corpus.Vocabulary.read(ctx.outputs[("model", "vocabulary.json")])
+    assert [e.epoch for e in ctx.metric_events] == list(range(1, case.values["epochs"] + 1))
+    losses = [e.values["val_loss"] for e in ctx.metric_events]
+    for event in ctx.metric_events:
+        assert set(event.values) == {"loss", "val_loss", "val_perplexity"}
+        assert math.isclose(event.values["val_perplexity"], math.exp(event.values["val_loss"]))
+    # Below a uniform guess's ln(vocabulary) after an epoch, and falling: the case's corpus
+    # is sentences drawn from a few word lists, so its held-out end is learnable.
+    assert math.log(len(vocabulary.tokens)) > losses[0] > losses[-1] > 0
+    assert losses == sorted(losses, reverse=True)
+    (models,) = ctx.cache.entries.values()
+    assert models.loss_sums.experimental_get_tracing_count() == 1  # for every batch, epoch
+
+
+@pytest.mark.parametrize("case", [CASE, LSTM_CASE], ids=str)
+def test_untrained_val_loss_is_about_ln_vocabulary(kind_runs: KindRuns, case: KindCase) -> None:
+    import tensorflow as tf
+
+    from kinds.text_lm.train import TextLmModels, prepare_corpus
+
+    spec = case.spec(kind_runs.inputs)
+    prepared = prepare_corpus(spec, text_corpus.load_documents(spec.corpus), None)
+    size = len(prepared.vocabulary.tokens)
+    models = TextLmModels(spec, size)
+    models.start_job(spec)
+    held = prepared.held_out
+    assert held is not None and len(held.rows) == held.available > 0
+    loss = models.held_out_loss(tf.convert_to_tensor(held.data), held.rows, spec.batch_size)
+    # Small random logits: a near-uniform guess (the transformer's spread a little more).
+    assert math.log(size) - 0.1 < loss < math.log(size) + 0.6
+    assert kind_runs.reference(case).metric_events[0].values["val_loss"] < loss
+
+
+def test_transformer_holds_out_whole_documents(tmp_path: Path) -> None:
+    from kinds.text_lm.train import prepare_corpus, split_documents
+
+    documents = [f"{corpus_text(12, seed=i)}marker{i} ends here\n" for i in range(10)]
+    training, held = split_documents(documents, 0.1)
+    assert len(held) == 1 and sorted(training + held) == sorted(documents)
+    assert split_documents(documents[::-1], 0.1)[1] == held  # by text, not by position
+    assert set(held) < set(split_documents(documents, 0.3)[1])
+    copies = [*documents, held[0]]  # a copy goes with its original
+    assert split_documents(copies, 0.1)[1] == [held[0], held[0]]
+
+    corpus = write_corpus(tmp_path / "corpus", files=1)
+    spec = tiny(corpus)
+    prepared = prepare_corpus(spec, documents, None)
+    vocabulary = prepared.vocabulary
+    markers = {f"marker{i}" for i in range(10)}
+    (unknown,) = markers - set(vocabulary.tokens)  # adapted on the training documents only
+    assert unknown in held[0]
+    # The held-out rows are exactly the held-out document's pieces, its marker unknown.
+    assert prepared.held_out is not None
+    pieces = prepared.held_out.data
+    ids = np.concatenate([*(piece[: spec.stride] for piece in pieces[:-1]), pieces[-1]])
+    assert ids[ids > 0].tolist() == vocabulary.encode(held[0])
+    assert vocabulary.encode(unknown) == [1]
+    # And the training rows are the training documents' pieces, nothing more.
+    alone = prepare_corpus(tiny(corpus, validation_share=0.0), training, vocabulary.tokens)
+    assert np.array_equal(prepared.data, alone.data) and prepared.count == alone.count
+    assert prepare_corpus(tiny(corpus, seed=99), documents, None).vocabulary == vocabulary
+
+
+def test_one_document_holds_out_its_end(corpus: Path) -> None:
+    from kinds.text_lm.train import split_documents
+
+    (document,) = text_corpus.load_documents(str(corpus))
+    (head,), (tail,) = split_documents([document], 0.1)
+    assert head + tail == document and 0.09 < len(tail) / len(document) < 0.11
+    assert text_corpus.words(head) + text_corpus.words(tail) == text_corpus.words(document)
+    assert split_documents([document], 0.0) == ([document], [])
+
+
+def test_lstm_holds_out_the_end_of_its_stream(tmp_path: Path) -> None:
+    from kinds.text_lm.train import MAX_VALIDATION_ROWS, prepare_corpus
+
+    documents = [corpus_text(500, seed=1), corpus_text(500, seed=2) + "§"]  # § only at the end
+    corpus = write_corpus(tmp_path / "corpus", files=1)
+    spec = Spec(**{**LSTM_CASE.values, "corpus": str(corpus), "stride": 1})
+    prepared = prepare_corpus(spec, documents, None)
+    vocabulary, held = prepared.vocabulary, prepared.held_out
+    assert held is not None and "§" not in vocabulary.tokens
+    stream = "\n".join(documents)
+    assert 0.099 < len(held.data) / len(stream) <= 0.1
+    assert np.concatenate([prepared.data, held.data]).tolist() == vocabulary.encode(stream)
+    assert held.data[-1] == 1  # unknown
+    # No training window reaches the held-out end; held-out windows stay inside it.
+    assert (prepared.count - 1) * spec.stride + spec.window == len(prepared.data) - 1
+    assert held.available == len(held.data) - spec.window > MAX_VALIDATION_ROWS["lstm"]
+    rows = held.rows  # capped, evenly spread
+    assert len(rows) == MAX_VALIDATION_ROWS["lstm"] and rows[0] == 0
+    assert np.all(np.diff(rows) > 0) and rows[-1] + spec.window < len(held.data)
+    assert rows[-1] > 0.99 * held.available
+
+
+def test_no_share_or_quality_off_measure_nothing(
+    corpus: Path, cache: DictCache, tmp_path: Path
+) -> None:
+    runs = {}
+    variants = {"on": {}, "off": {"quality": False}, "none": {"validation_share": 0}}
+    for name, changes in variants.items():
+        ctx = LocalContext(tmp_path / name, cache=cache)
+        run(tiny(corpus, epochs=1, steps_per_epoch=3, **changes), ctx)
+        (event,) = ctx.metric_events
+        runs[name] = event.values
+    assert set(runs["on"]) == {"loss", "val_loss", "val_perplexity"}
+    assert set(runs["off"]) == set(runs["none"]) == {"loss"}
+    assert runs["off"]["loss"] == runs["on"]["loss"]  # the same training rows
+    assert runs["none"]["loss"] != runs["on"]["loss"]  # all of the text
+
+
+def test_checkpoint_of_another_share_is_refused(
+    corpus: Path, cache: DictCache, tmp_path: Path
+) -> None:
+    with pytest.raises(StopRequested):
+        run(tiny(corpus), LocalContext(tmp_path, cache=cache, stop_at=2))
+    with pytest.raises(JobError) as error:
+        run(tiny(corpus, validation_share=0.2), LocalContext(tmp_path, cache=cache))
+    assert error.value.code == "checkpoint_mismatch"
+    assert "validation_share 0.1)" in error.value.message
+    assert "validation_share 0.2:" in error.value.message
+
+
+def test_corpus_too_small_to_hold_out_a_sequence(corpus: Path, tmp_path: Path) -> None:
+    from kinds.text_lm.train import prepare_corpus
+
+    values = {**LSTM_CASE.values, "corpus": str(corpus), "validation_share": 0.01}
+    values["sequence_length"] = 60  # 1 % of 4 KB is under a window and its target
+    spec = Spec(**values)
+    with pytest.raises(JobError) as error:
+        run(spec, LocalContext(tmp_path))
+    assert error.value.code == "corpus_too_small" and "\n" not in error.value.message
+    assert error.value.message == (
+        f"corpus {str(corpus)!r} gives no held-out sequence at validation_share 0.01 (one "
+        "needs 61 characters): give a larger corpus or validation_share, or validation_share=0"
+    )
+    off = Spec(**values, quality=False)
+    assert prepare_corpus(off, text_corpus.load_documents(str(corpus)), None).held_out is None
 
 
 # --- end to end through a real worker --------------------------------------------------------

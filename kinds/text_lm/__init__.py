@@ -14,6 +14,12 @@ After every epoch the model continues a prompt at several temperatures
 (sample/epoch_NNNN.txt); the vocabulary is saved at the start (model/vocabulary.json)
 and the trained model at the end (model/model.keras).
 
+A `validation_share` of the corpus is held out of training (and of the vocabulary): the
+metrics `val_loss` (the training loss, on at most a few hundred held-out rows) and
+`val_perplexity` (its exp) tell how well the model predicts text it has never seen, so
+jobs of one corpus and share compare by them. The split ignores the seed, so a sweep
+over seeds measures every job on the same held-out text.
+
 Importing this module is cheap: TensorFlow is loaded by `run` only.
 """
 
@@ -141,6 +147,14 @@ class Spec(TrainingSpec):
         50, MAX_GENERATE_LENGTH, "tokens per sample: 50 (transformer), 400 (lstm)"
     )
     temperatures: list[Temperature] = temperatures_field("softmax temperatures of the samples")
+    validation_share: float = Field(
+        0.1,
+        ge=0,
+        lt=0.5,
+        description="share of the corpus held out of training for val_loss and val_perplexity "
+        "(transformer: whole documents, or the end of each document when there are fewer "
+        "than 1/share documents; lstm: the end of the character stream); 0: none",
+    )
 
     @model_validator(mode="before")
     @classmethod

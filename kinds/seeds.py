@@ -29,6 +29,9 @@ class Stream(IntEnum):
     """Initial weights of a third network (CycleGAN's discriminator of domain A)."""
     FOURTH_NETWORK = 7
     """Initial weights of a fourth network (CycleGAN's discriminator of domain B)."""
+    QUALITY = 8
+    """What quality metrics measure: the real images of the FID statistics and the fixed
+    latent vectors of its generated images (kinds.quality.meter)."""
 
 
 NETWORK_STREAMS = (

@@ -4,8 +4,10 @@ kind's compiled train step over shuffled rows, epoch by epoch.
 It owns what resuming exactly needs: the data order per (seed, epoch), a random key per
 (seed, global step), progress and a NaN check after every step, per-epoch mean metrics,
 checkpoints at the context's step boundaries, and the position to resume from. A kind
-brings its rows (images, token pieces, character windows), its step and what it does at
-the end of an epoch (a grid, a text sample).
+brings its rows (images, token pieces, character windows), its step, what it does at
+the end of an epoch (a grid, a text sample) and what it measures besides the losses
+(held-out and quality metrics: val_l1, fid), when the spec's `quality` and
+`quality_every` say.
 
 Importing this module is light (numpy): Keras and TensorFlow are loaded by the kinds'
 train modules, so spec modules may import it at submit time.
@@ -33,6 +35,8 @@ class Schedule(Protocol):
     epochs: int
     batch_size: int
     steps_per_epoch: int | None
+    quality: bool
+    quality_every: int | None
 
 
 class State(Protocol):
@@ -94,10 +98,16 @@ class EpochLoop:
 
     `indices` are the int32 row indices of one batch, `key` the int64 pair
     (seed, global step) for the step's stateless random ops; the step returns one
-    float per name in `metrics`. After each epoch the means, with what `evaluate()` measures
-    (held-out metrics), are recorded as one metrics event and `end_epoch(epoch,
-    global_step)` runs. `state` gives and takes every array
+    float per name in `metrics`. After each epoch the means are recorded as one metrics
+    event and `end_epoch(epoch, global_step)` runs. `state` gives and takes every array
     a checkpoint must hold; the loop adds its position.
+
+    `evaluate()` measures what the losses do not (held-out and quality metrics), with
+    the spec's `quality` on: with `quality_every` None at each epoch's end, into that
+    epoch's event; with `quality_every` N at every global step that is a multiple of N,
+    as an event of its own (that step and epoch). `evaluate_notes` go into those events
+    (how the values were measured). It must be a pure function of the weights, so a
+    resumed run records what an uninterrupted one did.
 
     Checkpoint metadata: epoch, step_in_epoch, global_step, `<metric>_sum` per metric,
     steps_per_epoch, and the rows' identity and extra entries.
@@ -114,12 +124,14 @@ class EpochLoop:
         state: State,
         end_epoch: Callable[[int, int], None],
         evaluate: Callable[[], Mapping[str, float]] | None = None,
+        evaluate_notes: Mapping[str, str] | None = None,
         nan_hint: str = "try a lower learning_rate",
     ) -> None:
         self.spec, self.ctx, self.rows = spec, ctx, rows
         self.metrics = tuple(metrics)
         self.train_step, self.state, self.end_epoch = train_step, state, end_epoch
-        self.evaluate = evaluate
+        self.evaluate = evaluate if spec.quality else None
+        self.evaluate_notes = dict(evaluate_notes or {})
         self.nan_hint = nan_hint
         self.steps = steps_per_epoch(spec, rows)
         self.total = spec.epochs * self.steps
@@ -152,17 +164,31 @@ class EpochLoop:
         position.global_step += 1
         for name, value in values.items():
             position.sums[name] = position.sums.get(name, 0.0) + value
+        epoch_end = position.step == self.steps
+        for_epoch = self._evaluate_if_due(position, epoch_end)
         self.ctx.progress(position.global_step, self.total, epoch=position.epoch, metrics=values)
-        if position.step == self.steps:
-            self._finish_epoch(position)
+        if epoch_end:
+            means = {name: position.sums.get(name, 0.0) / self.steps for name in self.metrics}
+            self._record({**means, **for_epoch}, position)
+            self.end_epoch(position.epoch, position.global_step)
         self.ctx.boundary(position.global_step, self._snapshotter(position))
 
-    def _finish_epoch(self, position: Position) -> None:
-        means = {name: position.sums.get(name, 0.0) / self.steps for name in self.metrics}
-        if self.evaluate is not None:
-            means.update(self.evaluate())
-        self.ctx.metrics(means, step=position.global_step, epoch=position.epoch)
-        self.end_epoch(position.epoch, position.global_step)
+    def _evaluate_if_due(self, position: Position, epoch_end: bool) -> Mapping[str, float]:
+        """Evaluate when the schedule says; returns what goes into the epoch's event."""
+        every = self.spec.quality_every
+        due = position.global_step % every == 0 if every else epoch_end
+        if self.evaluate is None or not due:
+            return {}
+        measured = {name: float(value) for name, value in self.evaluate().items()}
+        if every:
+            self._record(measured, position)
+            return {}
+        return measured
+
+    def _record(self, values: Mapping[str, float], position: Position) -> None:
+        measured = any(name not in self.metrics for name in values)
+        notes = self.evaluate_notes if measured and self.evaluate_notes else None
+        self.ctx.metrics(values, step=position.global_step, epoch=position.epoch, notes=notes)
 
     def _snapshotter(self, position: Position) -> functools.partial[Checkpoint]:
         # A finished epoch is saved as the start of the next one.

@@ -183,16 +183,18 @@ def train_on_images(
     end_epoch: Callable[[int, int], None],
     final: Sequence[str],
     evaluate: Callable[[], Mapping[str, float]] | None = None,
+    evaluate_notes: Mapping[str, str] | None = None,
 ) -> None:
     """Train `models` on `images` to the last epoch (from the job's checkpoint, if any),
-    then record the networks named in `final` as model outputs."""
+    then record the networks named in `final` as model outputs. `evaluate` and
+    `evaluate_notes` are the loop's (EpochLoop: held-out and quality metrics)."""
 
     def step(indices: np.ndarray, key: np.ndarray) -> list[float]:
         return models.train_step(*images.tensors, indices, key).numpy().tolist()
 
     loop = EpochLoop(
         spec, ctx, rows=images.rows, metrics=metrics, train_step=step, state=models.state,
-        end_epoch=end_epoch, evaluate=evaluate,
+        end_epoch=end_epoch, evaluate=evaluate, evaluate_notes=evaluate_notes,
     )  # fmt: skip
     last_step = loop.run(ctx.restore())
     networks = {name: models.networks[name] for name in final}

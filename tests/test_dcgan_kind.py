@@ -16,7 +16,7 @@ from PIL import Image
 from kinds.contract import JobError
 from kinds.dcgan import DEFAULT_QUEUE, Spec, run
 from tests.fixtures.data import enlarged, write_image_folder
-from tests.fixtures.kind_cases import CASES, KindRuns, output_files
+from tests.fixtures.kind_cases import CASES, KindRuns, output_files, training_entries
 from tests.fixtures.local_context import DictCache, LocalContext, StopRequested
 
 CASE = CASES["dcgan"]
@@ -348,7 +348,8 @@ VARIANTS = ("dcgan-upsample", "dcgan-mlp")
 def test_each_step_updates_the_discriminator_k_times(kind_runs: KindRuns) -> None:
     trained = kind_runs.reference(CASES["dcgan-mlp"])  # discriminator_steps=2
     assert isinstance(trained.cache, DictCache)
-    (models,) = trained.cache.entries.values()
+    (key,) = training_entries(trained.cache)
+    models = trained.cache.entries[key]
     updates = [int(o.iterations.numpy()) for o in models.optimizers.values()]
     assert updates == [TOTAL_STEPS, 2 * TOTAL_STEPS]  # generator, discriminator
 

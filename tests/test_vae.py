@@ -55,7 +55,8 @@ def test_run_records_metrics_grids_and_models(reference: LocalContext) -> None:
     assert [(e.epoch, e.step) for e in reference.metric_events] == [(1, 4), (2, 8)]
     for event in reference.metric_events:
         values = event.values
-        assert sorted(values) == sorted(METRICS)
+        assert sorted(values) == sorted([*METRICS, "fid"])  # fid: tests/test_quality.py
+        assert event.notes == {"fid_features": "glyph_classifier"}
         assert math.isclose(
             values["total_loss"], values["reconstruction_loss"] + values["kl_loss"], rel_tol=1e-5
         )

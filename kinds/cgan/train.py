@@ -1,5 +1,10 @@
 """Training of the cgan kind. Imports TensorFlow: loaded by `run` only.
 
+Quality metrics (kinds.quality), after each epoch or every `quality_every` steps: `fid`
+of images from fixed latent vectors with the classes cycling evenly, and on the digit
+datasets (glyphs, mnist: the classes the glyph classifier reads) `label_accuracy`, the
+share of them read as the class they were generated for (chance: 0.1).
+
 Reproducibility as in the dcgan kind: weights per variable from (seed, network, index),
 each step's latent vectors and label noise from stateless ops keyed by (seed, global
 step), the data order from (seed, epoch), dropout from the discriminator's
@@ -15,6 +20,7 @@ from kinds.cgan.model import build_discriminator, build_generator
 from kinds.contract import JobContext
 from kinds.gan import METRICS, GanModels
 from kinds.images import grid_png
+from kinds.quality.meter import sample_quality
 from kinds.reproducibility import configure_randomness
 from kinds.sampling import predict
 from kinds.seeds import Stream
@@ -68,6 +74,11 @@ def train(spec: Spec, ctx: JobContext) -> None:
         png = grid_png(predict(models.generator, grid_inputs), columns=spec.samples_per_class)
         save_sample(ctx, png, epoch=epoch, step=step)
 
+    def generate(latents: np.ndarray, classes: np.ndarray | None) -> np.ndarray:
+        return predict(models.generator, models.generator_inputs(latents, classes))
+
+    quality = sample_quality(spec, ctx, images.tensors[0], generate, classes=spec.classes)
     train_on_images(
-        spec, ctx, models, images, metrics=METRICS, end_epoch=save_grid, final=("generator",)
-    )
+        spec, ctx, models, images, metrics=METRICS, end_epoch=save_grid, final=("generator",),
+        evaluate=quality.evaluate, evaluate_notes=quality.notes,
+    )  # fmt: skip

@@ -1,5 +1,8 @@
 """Training of the dcgan kind. Imports TensorFlow: loaded by `run` only.
 
+Quality metrics (kinds.quality): `fid` of images from fixed latent vectors, after each
+epoch or every `quality_every` steps.
+
 Reproducibility: every random number comes from the job seed. Weights are drawn per
 variable from (seed, network, index); each step's latent vectors and label noise from
 stateless ops keyed by (seed, global step); each epoch's data order from
@@ -18,6 +21,7 @@ from kinds.dcgan import Spec
 from kinds.dcgan.model import NETWORKS
 from kinds.gan import METRICS, GanModels
 from kinds.images import grid_png
+from kinds.quality.meter import sample_quality
 from kinds.reproducibility import configure_randomness
 from kinds.sampling import predict
 from kinds.seeds import Stream
@@ -66,6 +70,10 @@ def train(spec: Spec, ctx: JobContext) -> None:
         png = grid_png(predict(models.generator, latents))
         save_sample(ctx, png, epoch=epoch, step=step)
 
-    train_on_images(
-        spec, ctx, models, images, metrics=METRICS, end_epoch=save_grid, final=("generator",)
+    quality = sample_quality(
+        spec, ctx, images.tensors[0], lambda points, _: predict(models.generator, points)
     )
+    train_on_images(
+        spec, ctx, models, images, metrics=METRICS, end_epoch=save_grid, final=("generator",),
+        evaluate=quality.evaluate, evaluate_notes=quality.notes,
+    )  # fmt: skip

@@ -128,16 +128,24 @@ def train(spec: Spec, ctx: JobContext) -> None:
     images, held_sources, held_targets = load(spec)
     models = ctx.cache.get_or_build(cache_key(spec), lambda: Pix2PixModels(spec))
     models.start_job(spec)
-    latest: dict[str, np.ndarray] = {}
+    translated: dict[int, np.ndarray] = {}
+
+    def held_out_outputs() -> np.ndarray:
+        """The held-out translations of the current weights, computed once for them (by
+        `val_l1` or the grid, whichever comes first; the grid comes with quality off too)."""
+        updates = int(models.optimizers["generator_optimizer"].iterations.numpy())
+        if updates not in translated:
+            translated.clear()
+            translated[updates] = translate_each(
+                models.generator, held_sources, training=True, seed=spec.seed
+            )
+        return translated[updates]
 
     def evaluate() -> Mapping[str, float]:
-        latest["outputs"] = translate_each(
-            models.generator, held_sources, training=True, seed=spec.seed
-        )
-        return {"val_l1": float(np.mean(np.abs(latest["outputs"] - held_targets)))}
+        return {"val_l1": float(np.mean(np.abs(held_out_outputs() - held_targets)))}
 
     def save_grid(epoch: int, step: int) -> None:
-        rows = np.concatenate([held_sources, latest["outputs"], held_targets])
+        rows = np.concatenate([held_sources, held_out_outputs(), held_targets])
         png = grid_png(to_unit_range(rows), columns=spec.held_out)
         save_sample(ctx, png, epoch=epoch, step=step)
 

@@ -1,5 +1,8 @@
 """Training of the vae kind. Imports TensorFlow: loaded by `run` only.
 
+Quality metrics (kinds.quality): `fid` of images decoded from fixed latent vectors of
+the prior N(0, I), after each epoch or every `quality_every` steps.
+
 Reproducibility as in the dcgan kind: weights are drawn per variable from (seed,
 network, index), the sampling layer's epsilon from a stateless generator keyed by
 (seed, global step), the data order from (seed, epoch); checkpoints hold every weight
@@ -14,6 +17,7 @@ import tensorflow as tf
 
 from kinds.contract import JobContext
 from kinds.images import grid_png
+from kinds.quality.meter import sample_quality
 from kinds.reproducibility import configure_randomness
 from kinds.sampling import latent_grid, predict
 from kinds.training import save_sample
@@ -83,7 +87,10 @@ def train(spec: Spec, ctx: JobContext) -> None:
         png = grid_png(decoded, columns=spec.grid_size, padding=GRID_PADDING)
         save_sample(ctx, png, epoch=epoch, step=step)
 
+    quality = sample_quality(
+        spec, ctx, images.tensors[0], lambda points, _: predict(models.decoder, points)
+    )
     train_on_images(
         spec, ctx, models, images, metrics=METRICS, end_epoch=save_grid,
-        final=("encoder", "decoder"),
+        final=("encoder", "decoder"), evaluate=quality.evaluate, evaluate_notes=quality.notes,
     )  # fmt: skip

@@ -167,10 +167,14 @@ def cluster() -> Iterator[Cluster]:
         yield running
 
 
+UNCOMPARED = ("checkpoint", "tensorboard")
+
+
 def shas(view: dict[str, Any]) -> dict[str, str]:
-    """Role/name -> sha256 of the job's final outputs (checkpoints aside)."""
+    """Role/name -> sha256 of the job's final outputs (checkpoints and TensorBoard's
+    event files, which hold wall times, aside)."""
     found = [(f"{o['role']}/{o['name']}", o["sha256"]) for o in view["outputs"]]
-    finals = [(name, sha) for name, sha in found if not name.startswith("checkpoint/")]
+    finals = [(name, sha) for name, sha in found if name.split("/")[0] not in UNCOMPARED]
     assert len(finals) == len({name for name, _ in finals}), "one final result per output"
     return dict(finals)
 

@@ -126,7 +126,7 @@ def check_run_layout(
         expect(
             (path.name, path.parent.name, run_folder.parent) == (row.name, row.role, folder)
             and len(run_folder.name) == RUN_FOLDER_CHARS
-            and (not final_token or run_folder.name == run),
+            and (not final_token or run_folder.name == run or row.role == "tensorboard"),
             f"{row.role}/{row.name} at {row.path}, expected {folder}/{run}/{row.role}/{row.name}",
         )
     checkpoints = {r.name: r for r in rows if r.role == "checkpoint"}
@@ -213,7 +213,14 @@ def check_takeover(
 
     check_run_layout(expect, stack, job_id, rows, takeover_token)
     stale_folder = job_folder(stack, job_id) / stale_token[:RUN_FOLDER_CHARS]
-    trusted = [r.path for r in rows if r.path.startswith(str(stale_folder) + "/")]
+    # The stale run's TensorBoard events of the steps it checkpointed before the takeover
+    # stay (the new run resumed after them); nothing past them.
+    resumed = view.resumed_from_step or 0
+    trusted = [
+        r.path for r in rows
+        if r.path.startswith(str(stale_folder) + "/")
+        and not (r.role == "tensorboard" and (r.step or 0) <= resumed)
+    ]  # fmt: skip
     expect(not trusted, f"rows pointing into the stale run's folder: {trusted}")
 
 

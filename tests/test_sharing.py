@@ -173,8 +173,8 @@ def test_from_refuses_what_cannot_continue(pool: Stack) -> None:
     wait_running(pool, running)
     before = len(pool.client.list(limit=1000))
     cases = {
-        ("counter", done.id, "steps=9"): "may change only checkpoint_every, epochs, samples; "
-        "steps would change what its checkpoint holds",
+        ("counter", done.id, "steps=9"): "may change only checkpoint_every, epochs, quality, "
+        "quality_every, samples; steps would change what its checkpoint holds",
         ("counter", running, "seed=1"): "that job is running",
         ("gan-sample", done.id, "count=2"): "gan-sample jobs keep no checkpoint",
         ("dcgan", done.id, "epochs=9"): "that is a counter job, not dcgan",

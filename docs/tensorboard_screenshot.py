@@ -23,9 +23,9 @@ PORT = 6123
 SPEC = {
     "dataset": "glyphs",
     "image_size": 28,
-    "epochs": 8,
-    "steps_per_epoch": 40,
-    "dataset_size": 1280,
+    "epochs": 5,
+    "steps_per_epoch": 30,
+    "dataset_size": 960,
     "samples": 16,
 }
 
@@ -42,7 +42,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="atelier-shot-"))
     env = {**os.environ, "ATELIER_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2"}
     stack = subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", "up", "--workers", "2"], env=env, cwd=home,
+        [sys.executable, "-m", "scheduler.cli", "up", "--workers", "1"], env=env, cwd=home,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     board = None
